@@ -1,0 +1,3 @@
+from discff_cli.cli import main
+
+main()

@@ -1,0 +1,26 @@
+"""The engine's settings as data: one dataclass shared by score, search, eval and tune."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1-base"
+DEFAULT_LEVELS = (0.2, 0.4, 0.6, 0.8)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How Discffusion scores a pair (ARCHITECTURE.md, "The Discffusion score")."""
+
+    steps: int = 10                      # DDIM grid size, from DDIMScheduler.set_timesteps
+    levels: tuple[float, ...] = DEFAULT_LEVELS  # relative noise levels s in z_t = a z + b (s eps)
+    seed: int = 0                        # seeds eps_t, shared by every candidate
+    layers: str = "all"                  # all | down | mid | up | last-N
+    lse_lambda: float = 1.0              # lambda of Eq. 4
+    device: str = "auto"                 # auto | cpu | cuda | cuda:N
+    batch_size: int = 0                  # U-Net items per call; 0 = from the memory budget
+    mask_padding: bool = False           # drop padding tokens from the LSE (an option to measure)
+    timesteps: tuple[int, ...] | None = field(default=None)  # explicit grid; overrides steps
+
+    def to_dict(self) -> dict:
+        return asdict(self)

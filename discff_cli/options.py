@@ -1,0 +1,78 @@
+"""Click options shared by every command that scores, defined once so names and defaults agree."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+import click
+
+from discff_cli.engine.config import DEFAULT_LEVELS, DEFAULT_MODEL, EngineConfig
+
+LAYER_PATTERN = re.compile(r"^(all|down|mid|up|last-[1-9][0-9]*)$")
+
+
+def _parse_levels(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
+    try:
+        levels = tuple(float(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter("expected comma-separated numbers, e.g. 0.2,0.4,0.6,0.8") from None
+    if not levels or any(not 0.0 < s <= 1.0 for s in levels):
+        raise click.BadParameter("each level must be in (0, 1]")
+    return levels
+
+
+def _parse_layers(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not LAYER_PATTERN.match(value):
+        raise click.BadParameter("expected all, down, mid, up or last-N")
+    return value
+
+
+def engine_options(model_default: str | None = DEFAULT_MODEL) -> Callable:
+    """Decorate a command with --model --steps --levels --seed --layers --lse-lambda --device --batch-size.
+
+    `model_default=None` lets a command decide the model itself (search reads the index manifest).
+    """
+    model_help = "Stable Diffusion: hub id, local diffusers directory, or 'demo'"
+    options = [
+        click.option("--model", envvar="DISCFF_MODEL", default=model_default, show_default=model_default is not None,
+                     help=model_help + " [env DISCFF_MODEL]"),
+        click.option("--steps", type=click.IntRange(1, 1000), default=10, show_default=True,
+                     help="DDIM timesteps scored per noise level."),
+        click.option("--levels", default=",".join(str(s) for s in DEFAULT_LEVELS), show_default=True,
+                     callback=_parse_levels, help="Relative noise levels of the ensemble."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the shared noise."),
+        click.option("--layers", default="all", show_default=True, callback=_parse_layers,
+                     help="Cross-attention layers averaged: all, down, mid, up or last-N."),
+        click.option("--lse-lambda", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+                     help="Lambda of the LogSumExp pooling."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+        click.option("--batch-size", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="U-Net items per forward pass; 0 picks one from the memory budget."),
+    ]
+
+    def decorate(f: Callable) -> Callable:
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
+
+def deltas_option(f: Callable) -> Callable:
+    """--deltas FILE: prompt deltas from `discff tune`."""
+    return click.option("--deltas", type=click.Path(dir_okay=False), default=None,
+                        help="Prompt deltas (.safetensors) made by `discff tune`.")(f)
+
+
+def json_option(f: Callable) -> Callable:
+    """--json: one JSON document on stdout instead of a table."""
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(f)
+
+
+ENGINE_KEYS = ("steps", "levels", "seed", "layers", "lse_lambda", "device", "batch_size")
+
+
+def pop_engine_config(kwargs: dict[str, Any]) -> EngineConfig:
+    """Remove the engine options from a command's kwargs and return them as an EngineConfig."""
+    return EngineConfig(**{key: kwargs.pop(key) for key in ENGINE_KEYS})

@@ -1,0 +1,1 @@
+"""First stage of discff: OpenCLIP embeddings in a FAISS index. Knows nothing of diffusion."""
