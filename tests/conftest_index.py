@@ -1,0 +1,48 @@
+"""Fixtures for the index/search tests: a tiny random CLIP saved in open_clip's local-dir format
+and small folders of real image files. Import the fixtures you need into a test module."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory) -> Path:
+    """A tiny random-weight OpenCLIP saved on disk; loaded through `load_clip` like real weights."""
+    from index.tiny_clip import build_tiny_clip
+
+    return build_tiny_clip(tmp_path_factory.mktemp("tiny_clip") / "clip", seed=0)
+
+
+@pytest.fixture(scope="session")
+def other_clip_dir(tmp_path_factory) -> Path:
+    """A second tiny CLIP with different weights (for model-mismatch checks)."""
+    from index.tiny_clip import build_tiny_clip
+
+    return build_tiny_clip(tmp_path_factory.mktemp("other_clip") / "clip", seed=1)
+
+
+def write_images(folder: Path, count: int, seed: int = 0, prefix: str = "img") -> list[Path]:
+    """Write `count` distinct small random-colour images (png/jpg alternating) into nested folders."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(count):
+        sub = folder / f"part{i % 3}"
+        sub.mkdir(parents=True, exist_ok=True)
+        arr = rng.integers(0, 256, size=(24 + i % 5, 28, 3), dtype=np.uint8)
+        path = sub / f"{prefix}{i:03d}.{'png' if i % 2 else 'jpg'}"
+        Image.fromarray(arr).save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture()
+def image_folder(tmp_path) -> Path:
+    """Twenty good images in three sub-folders."""
+    folder = tmp_path / "images"
+    write_images(folder, 20)
+    return folder
