@@ -1,0 +1,60 @@
+"""`discff score IMAGE CAPTIONS_TXT`: rank captions for one image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from discff_cli.errors import DiscffError
+from discff_cli.options import deltas_option, engine_options, json_option, pop_engine_config
+from discff_cli.render import print_json, print_table
+
+
+def read_captions(path: str) -> list[str]:
+    """One caption per line; blank lines ignored; an empty file is an error."""
+    file = Path(path)
+    if not file.is_file():
+        raise DiscffError(f"Captions file '{path}' does not exist.")
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise DiscffError(f"Captions file '{path}' is not UTF-8 text.") from None
+    captions = [line.strip() for line in lines if line.strip()]
+    if not captions:
+        raise DiscffError(f"Captions file '{path}' has no captions (one per line expected).")
+    return captions
+
+
+def check_image(path: str) -> None:
+    """Fail before loading any model when the image cannot be decoded."""
+    from index.imageio import ImageDecodeError, open_rgb
+
+    try:
+        open_rgb(path)
+    except ImageDecodeError as exc:
+        raise DiscffError(f"Cannot read image '{path}': {exc}.") from None
+
+
+@click.command()
+@click.argument("image")
+@click.argument("captions_txt")
+@engine_options()
+@deltas_option
+@json_option
+def score(image: str, captions_txt: str, model: str, deltas: str | None, as_json: bool, **engine: object) -> None:
+    """Rank the captions in CAPTIONS_TXT (one per line) for IMAGE, best first."""
+    captions = read_captions(captions_txt)
+    check_image(image)
+    config = pop_engine_config(engine)
+    from discff_cli.engine.scorer import load_scorer
+
+    scorer = load_scorer(model, config, deltas)
+    scores = scorer.score_texts(image, captions, progress=not as_json)
+    ranked = sorted(zip(captions, scores.tolist()), key=lambda pair: -pair[1])
+    results = [{"rank": i + 1, "text": text, "score": value} for i, (text, value) in enumerate(ranked)]
+    if as_json:
+        print_json({"image": image, "model": model, "results": results})
+    else:
+        rows = [(r["rank"], f"{r['score']:.5f}", r["text"]) for r in results]
+        print_table(f"{image} — Discffusion ({model})", ["rank", "score", "caption"], rows, ["right", "right", "left"])

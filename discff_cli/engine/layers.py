@@ -1,0 +1,31 @@
+"""Which cross-attention layers exist in a U-Net and which ones a `--layers` choice keeps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def cross_attention_layers(unet: Any) -> list[str]:
+    """Names of every attn2 (cross-attention) module, in forward order: down, mid, up."""
+    names = [name for name, _ in unet.named_modules() if name.endswith("attn2")]
+    order = {"down_blocks": 0, "mid_block": 1, "up_blocks": 2}
+    return sorted(names, key=lambda n: (order.get(n.split(".")[0], 3), names.index(n)))
+
+
+def block_kind(layer_name: str) -> str:
+    """'down', 'mid' or 'up' for a layer name such as `up_blocks.1.attentions.0.transformer_blocks.0.attn2`."""
+    head = layer_name.split(".")[0]
+    return {"down_blocks": "down", "mid_block": "mid", "up_blocks": "up"}.get(head, "other")
+
+
+def select_layers(names: list[str], choice: str) -> list[str]:
+    """Apply `--layers all|down|mid|up|last-N` to the ordered layer names."""
+    if choice == "all":
+        return list(names)
+    if choice.startswith("last-"):
+        count = int(choice.split("-", 1)[1])
+        return list(names[-count:])
+    chosen = [n for n in names if block_kind(n) == choice]
+    if not chosen:
+        raise ValueError(f"the model has no cross-attention layers in '{choice}' blocks")
+    return chosen

@@ -1,0 +1,249 @@
+"""Discffusion scoring: image latents + text embeddings -> one matching score per pair.
+
+The pipeline of ARCHITECTURE.md "The Discffusion score": deterministic VAE latents encoded once,
+a seeded ε per timestep shared by every candidate, noisy latents over a DDIM grid × relative
+noise levels, cross-attention logits LSE-pooled inside the processor, averaged over heads,
+layers and conditions. Every pair is scored independently, so a pair's score does not depend
+on what else is in the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from discff_cli.engine.batching import auto_batch_size
+from discff_cli.engine.config import EngineConfig
+from discff_cli.engine.layers import cross_attention_layers, select_layers
+from discff_cli.engine.processor import LSECrossAttnProcessor, ScoreSink
+from discff_cli.models import SDParts, load_sd
+
+ImageInput = Any  # str | Path | PIL.Image.Image
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One (timestep, relative noise level) point of the grid."""
+
+    step_index: int
+    timestep: int
+    level: float
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        from discff_cli.errors import DiscffError
+
+        raise DiscffError("--device cuda was asked for but no CUDA device is available; use --device cpu.")
+    return torch.device(device)
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """fp32 on CPU; bf16 on GPUs that have it, else fp16."""
+    if device.type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+class Scorer:
+    """Scores image-text pairs with a frozen Stable Diffusion; caches latents and text embeddings."""
+
+    def __init__(self, parts: SDParts, config: EngineConfig, device: torch.device | None = None) -> None:
+        self.parts = parts
+        self.config = config
+        self.device = device or next(parts.unet.parameters()).device
+        self.dtype = next(parts.unet.parameters()).dtype
+        self.sink = ScoreSink()
+        self.layer_names = cross_attention_layers(parts.unet)
+        self.selected = select_layers(self.layer_names, config.layers)
+        self.processors = self._install_processors()
+        self.head_weights: dict[str, torch.Tensor] = {}  # layer -> [heads]; uniform when absent (tuning sets them)
+        self.conditions = self._conditions()
+        self._latents: dict[str, torch.Tensor] = {}
+        self._texts: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.unet_passes = 0
+
+    # ----- set-up -------------------------------------------------------------------------
+
+    def _install_processors(self) -> dict[str, LSECrossAttnProcessor]:
+        modules = dict(self.parts.unet.named_modules())
+        processors = {}
+        for name in self.layer_names:
+            proc = LSECrossAttnProcessor(name, self.sink, self.config.lse_lambda, record=name in self.selected)
+            modules[name].set_processor(proc)
+            processors[name] = proc
+        return processors
+
+    def _ensure_installed(self) -> None:
+        """Re-attach our processors if another Scorer on the same U-Net replaced them."""
+        for name, proc in self.processors.items():
+            module = self.parts.unet.get_submodule(name)
+            if module.processor is not proc:
+                module.set_processor(proc)
+
+    def _conditions(self) -> list[Condition]:
+        scheduler = self.parts.scheduler
+        if self.config.timesteps:
+            timesteps = list(self.config.timesteps)
+        else:
+            scheduler.set_timesteps(self.config.steps)
+            timesteps = [int(t) for t in scheduler.timesteps]
+        return [Condition(i, t, s) for i, t in enumerate(timesteps) for s in self.config.levels]
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        size = int(self.parts.unet.config.sample_size)
+        return (int(self.parts.unet.config.in_channels), size, size)
+
+    def noise_for(self, timestep: int) -> torch.Tensor:
+        """ε_t: seeded by (seed, t) alone, so every candidate and every grid containing t share it."""
+        generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + int(timestep))
+        return torch.randn(self.latent_shape, generator=generator)
+
+    # ----- encoders (cached) --------------------------------------------------------------
+
+    def encode_images(self, images: Sequence[ImageInput]) -> torch.Tensor:
+        """z = E(x).latent_dist.mean × scaling_factor, one VAE pass per distinct image."""
+        from discff_cli.engine.preprocess import image_key, load_pixels
+
+        keys = [image_key(img) for img in images]
+        todo = {k: img for k, img in zip(keys, images) if k not in self._latents}
+        items = list(todo.items())
+        for start in range(0, len(items), 8):
+            chunk = items[start:start + 8]
+            pixels = torch.stack([load_pixels(img, self.parts.resolution) for _, img in chunk])
+            with torch.inference_mode():
+                dist = self.parts.vae.encode(pixels.to(self.device, self.dtype)).latent_dist
+                latents = dist.mean * self.parts.vae.config.scaling_factor
+            for (key, _), z in zip(chunk, latents):
+                self._latents[key] = z.float().cpu()
+        return torch.stack([self._latents[k] for k in keys])
+
+    def encode_texts(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Text encoder hidden states [N, m, d] and the token mask [N, m] (True = real token)."""
+        todo = [t for t in dict.fromkeys(texts) if t not in self._texts]
+        if todo:
+            tok = self.parts.tokenizer(todo, padding="max_length", truncation=True,
+                                       max_length=self.parts.tokenizer.model_max_length, return_tensors="pt")
+            with torch.inference_mode():
+                hidden = self.parts.text_encoder(tok.input_ids.to(self.device))[0]
+            for text, h, mask in zip(todo, hidden, tok.attention_mask.bool()):
+                self._texts[text] = (h.float().cpu(), mask)
+        return (torch.stack([self._texts[t][0] for t in texts]), torch.stack([self._texts[t][1] for t in texts]))
+
+    # ----- scoring ------------------------------------------------------------------------
+
+    def score_pairs(self, images: Sequence[ImageInput], texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        """Score pair i = (images[i], texts[i]); returns float64 scores, higher = better match."""
+        if len(images) != len(texts):
+            raise ValueError("images and texts must have the same length")
+        if not images:
+            return np.zeros(0)
+        latents = self.encode_images(images)
+        text_states, token_mask = self.encode_texts(texts)
+        with torch.inference_mode():
+            scores = self.score_latents(latents, text_states, token_mask, progress=progress)
+        return scores.double().cpu().numpy()
+
+    def score_texts(self, image: ImageInput, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        return self.score_pairs([image] * len(texts), list(texts), progress)
+
+    def score_images(self, images: Sequence[ImageInput], text: str, progress: bool = False) -> np.ndarray:
+        return self.score_pairs(list(images), [text] * len(images), progress)
+
+    def score_latents(self, latents: torch.Tensor, text_states: torch.Tensor, token_mask: torch.Tensor | None = None,
+                      conditions: Sequence[Condition] | None = None, progress: bool = False) -> torch.Tensor:
+        """Mean over conditions of the per-condition score: [N] (differentiable when grad is on)."""
+        per_condition = self.score_conditions(latents, text_states, token_mask, conditions, progress)
+        return per_condition.mean(dim=1)
+
+    def score_conditions(self, latents: torch.Tensor, text_states: torch.Tensor, token_mask: torch.Tensor | None = None,
+                         conditions: Sequence[Condition] | None = None, progress: bool = False) -> torch.Tensor:
+        """Score of every pair under every condition: [N, len(conditions)], in float32."""
+        self._ensure_installed()
+        conditions = list(conditions or self.conditions)
+        n_pairs, n_cond = latents.shape[0], len(conditions)
+        items = [(p, c) for p in range(n_pairs) for c in range(n_cond)]
+        batch = self.config.batch_size or auto_batch_size(self.parts.unet, self.latent_shape, self.device, self.dtype)
+        noise = {c.timestep: self.noise_for(c.timestep) for c in conditions}
+        chunks = []
+        advance = _progress_bar(len(items), progress)
+        for start in range(0, len(items), batch):
+            chunk = items[start:start + batch]
+            chunks.append(self._score_items(chunk, conditions, latents, text_states, token_mask, noise))
+            advance(len(chunk))
+        return torch.cat(chunks).view(n_pairs, n_cond)
+
+    def _score_items(self, chunk: list[tuple[int, int]], conditions: list[Condition], latents: torch.Tensor,
+                     text_states: torch.Tensor, token_mask: torch.Tensor | None,
+                     noise: dict[int, torch.Tensor]) -> torch.Tensor:
+        pair_idx = torch.tensor([p for p, _ in chunk])
+        conds = [conditions[c] for _, c in chunk]
+        alphas = self.parts.scheduler.alphas_cumprod
+        timesteps = torch.tensor([c.timestep for c in conds])
+        a = alphas[timesteps].float().sqrt().view(-1, 1, 1, 1)
+        b = (1 - alphas[timesteps].float()).sqrt().view(-1, 1, 1, 1)
+        eps = torch.stack([noise[c.timestep] * c.level for c in conds])
+        z = latents[pair_idx].to(eps.device)
+        noisy = a * z + b * eps
+        context = text_states[pair_idx]
+        self.sink.clear()
+        self.sink.token_mask = None if token_mask is None or not self.config.mask_padding \
+            else token_mask[pair_idx].to(self.device)
+        self.parts.unet(noisy.to(self.device, self.dtype), timesteps.to(self.device),
+                        encoder_hidden_states=context.to(self.device, self.dtype))
+        self.unet_passes += len(chunk)
+        return self._aggregate().float().cpu()
+
+    def _aggregate(self) -> torch.Tensor:
+        """Head-weighted mean per layer, then mean over the selected layers: [batch]."""
+        per_layer = []
+        for name in self.selected:
+            pooled = self.sink.pooled[name]  # [batch, heads]
+            weights = self.head_weights.get(name)
+            if weights is None:
+                per_layer.append(pooled.mean(dim=1))
+            else:
+                w = weights.to(pooled.device, pooled.dtype)
+                per_layer.append((pooled * w).sum(dim=1) / w.sum())
+        return torch.stack(per_layer, dim=1).mean(dim=1)
+
+
+def _progress_bar(total: int, enabled: bool) -> Callable[[int], None]:
+    """A rich progress bar on stderr when `enabled`, else a no-op."""
+    if not enabled:
+        return lambda n: None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from discff_cli.render import stderr_console
+
+    bar = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("U-Net items"),
+                   TimeRemainingColumn(), console=stderr_console(), transient=True)
+    task = bar.add_task("score", total=total)
+    bar.start()
+
+    def advance(n: int) -> None:
+        bar.advance(task, n)
+        if bar.tasks[0].finished:
+            bar.stop()
+
+    return advance
+
+
+def load_scorer(model: str, config: EngineConfig, deltas: str | Path | None = None) -> Scorer:
+    """Load the model named by --model onto --device and wrap it in a Scorer (with --deltas applied)."""
+    device = resolve_device(config.device)
+    parts = load_sd(model, device=str(device), dtype=default_dtype(device))
+    scorer = Scorer(parts, config, device)
+    if deltas:
+        from training.deltas import apply_deltas_file
+
+        apply_deltas_file(scorer, deltas)
+    return scorer
+

@@ -1,0 +1,131 @@
+"""Loading Stable Diffusion parts from a hub id, a local diffusers directory, or the bundled demo.
+
+One code path for real weights, the bundled demo model and the tiny test models, so what the
+tests load is what users load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from discff_cli.errors import DiscffError, MissingModelError
+
+ASSETS = Path(__file__).parent / "assets"
+DEMO_MODEL_DIR = ASSETS / "demo" / "diffusion"
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+SUBFOLDERS = ("vae", "unet", "text_encoder", "tokenizer", "scheduler")
+
+
+@dataclass
+class SDParts:
+    """The pieces of a Stable Diffusion pipeline the engine needs (no safety checker, no sampler loop)."""
+
+    name: str
+    vae: Any
+    unet: Any
+    tokenizer: Any
+    text_encoder: Any
+    scheduler: Any
+    fingerprint: str
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def resolution(self) -> int:
+        """Pixel size the U-Net was trained at (512 for SD 2.1-base)."""
+        return int(self.unet.config.sample_size) * self.vae_scale_factor
+
+
+def resolve_model(name: str) -> str:
+    """Map the reserved word `demo` to the bundled model; anything else is returned unchanged."""
+    return str(DEMO_MODEL_DIR) if name == "demo" else name
+
+
+def _is_hub_id(name: str) -> bool:
+    """`org/name` that is not an existing path: everything else is treated as a local directory."""
+    return bool(HUB_ID.match(name)) and not Path(name).expanduser().exists()
+
+
+def _check_local_dir(path: Path, name: str) -> None:
+    if not path.is_dir():
+        raise DiscffError(f"Model directory '{name}' does not exist; pass --model with a diffusers-format directory, "
+                          "a hub id, or 'demo'.")
+    missing = [sub for sub in SUBFOLDERS if not (path / sub).is_dir()]
+    if missing:
+        raise DiscffError(f"'{name}' is not a diffusers Stable Diffusion directory: it has no {', '.join(missing)} "
+                          "subfolder(s).")
+
+
+def load_sd(name: str, device: str = "cpu", dtype: Any = None) -> SDParts:
+    """Load VAE, U-Net, tokenizer, text encoder and DDIM scheduler, frozen and in eval mode."""
+    source = resolve_model(name)
+    local = Path(source).expanduser()
+    if not _is_hub_id(source):
+        _check_local_dir(local, name)
+        return _load_from(str(local), name, device, dtype, local_only=True)
+    try:
+        return _load_from(source, name, device, dtype, local_only=True)
+    except OSError:
+        pass
+    try:
+        return _load_from(source, name, device, dtype, local_only=False)
+    except OSError as exc:
+        raise MissingModelError(
+            f"Stable Diffusion weights for '{name}' are not on this machine and could not be downloaded "
+            f"({type(exc).__name__}); on a machine with network run `huggingface-cli download {name}` and copy the "
+            "cache here, or pass --model /path/to/a/diffusers/directory (or --model demo for the bundled model)."
+        ) from None
+
+
+def _load_from(source: str, name: str, device: str, dtype: Any, local_only: bool) -> SDParts:
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    _quiet_libraries()
+    dtype = dtype or torch.float32
+    common = {"local_files_only": local_only}
+    vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=dtype, **common)
+    unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=dtype, **common)
+    text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", torch_dtype=dtype, **common)
+    tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **common)
+    scheduler = DDIMScheduler.from_pretrained(source, subfolder="scheduler", **common)
+    for module in (vae, unet, text_encoder):
+        module.requires_grad_(False).eval().to(device)
+    fingerprint = weights_fingerprint({"unet": unet, "text_encoder": text_encoder})
+    return SDParts(name, vae, unet, tokenizer, text_encoder, scheduler, fingerprint)
+
+
+def _quiet_libraries() -> None:
+    """Loading bars and info logs of diffusers/transformers would drown our own output."""
+    import diffusers.utils.logging as dlog
+    import transformers.utils.logging as tlog
+
+    for lib in (dlog, tlog):
+        lib.set_verbosity_error()
+        lib.disable_progress_bar()
+
+
+def weights_fingerprint(modules: dict[str, Any], samples_per_tensor: int = 1024) -> str:
+    """A short, stable digest of module weights: names, shapes and a strided sample of values.
+
+    Hashing every byte of a 3.5 GB checkpoint would take seconds; a strided sample of every
+    tensor still changes when any tensor is retrained, resized or swapped.
+    """
+    import torch
+
+    digest = hashlib.sha256()
+    for prefix, module in modules.items():
+        for key, tensor in module.state_dict().items():
+            flat = tensor.detach().reshape(-1)
+            step = max(1, flat.numel() // samples_per_tensor)
+            sample = flat[::step][:samples_per_tensor].to("cpu", torch.float32).contiguous()
+            digest.update(f"{prefix}.{key}:{tuple(tensor.shape)}".encode())
+            digest.update(sample.numpy().round(6).tobytes())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,37 @@
+"""Shared fixtures: a tiny random-weight Stable Diffusion in diffusers format, built once per session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch a network
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_dir(tmp_path_factory: pytest.TempPathFactory):
+    """An SD-2.1-base-shaped model (16 attn2 layers) with tiny widths, saved as real weights would be."""
+    from training.sd_configs import build_random_sd
+
+    return build_random_sd(tmp_path_factory.mktemp("tiny-sd"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_parts(tiny_sd_dir):
+    from discff_cli.models import load_sd
+
+    return load_sd(str(tiny_sd_dir))
+
+
+@pytest.fixture()
+def sample_image(tmp_path):
+    """A small real PNG on disk."""
+    import numpy as np
+    from PIL import Image
+
+    path = tmp_path / "image.png"
+    rng = np.random.RandomState(0)
+    Image.fromarray((rng.rand(72, 64, 3) * 255).astype("uint8")).save(path)
+    return path
