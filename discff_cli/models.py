@@ -7,7 +7,9 @@ tests load is what users load.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,21 @@ def _is_hub_id(name: str) -> bool:
     return bool(HUB_ID.match(name)) and not Path(name).expanduser().exists()
 
 
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick TCP connect, so an offline machine fails in seconds rather than after minutes of retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def _check_local_dir(path: Path, name: str) -> None:
     if not path.is_dir():
         raise DiscffError(f"Model directory '{name}' does not exist; pass --model with a diffusers-format directory, "
@@ -74,23 +91,32 @@ def load_sd(name: str, device: str = "cpu", dtype: Any = None) -> SDParts:
     except OSError:
         pass
     try:
+        if not _hub_reachable():
+            raise OSError("the model hub is unreachable")
         return _load_from(source, name, device, dtype, local_only=False)
     except OSError as exc:
         raise MissingModelError(
-            f"Stable Diffusion weights for '{name}' are not on this machine and could not be downloaded "
-            f"({type(exc).__name__}); on a machine with network run `huggingface-cli download {name}` and copy the "
+            f"Stable Diffusion weights for '{name}' are not on this machine and could not be downloaded ({exc}); "
+            f"on a machine with network run `huggingface-cli download {name}` and copy the "
             "cache here, or pass --model /path/to/a/diffusers/directory (or --model demo for the bundled model)."
         ) from None
 
 
 def _load_from(source: str, name: str, device: str, dtype: Any, local_only: bool) -> SDParts:
     import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
 
     _quiet_libraries()
     dtype = dtype or torch.float32
     common = {"local_files_only": local_only}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # deprecation chatter from hub/diffusers internals, not the user's concern
+        return _load_parts(source, name, device, dtype, common)
+
+
+def _load_parts(source: str, name: str, device: str, dtype: Any, common: dict) -> SDParts:
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
     vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=dtype, **common)
     unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=dtype, **common)
     text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", torch_dtype=dtype, **common)
