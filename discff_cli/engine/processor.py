@@ -48,6 +48,8 @@ class LSECrossAttnProcessor(torch.nn.Module):
         self.record = record
         self.delta_k: torch.nn.Module | None = None
         self.delta_v: torch.nn.Module | None = None
+        # Optional `hook(name, logits) -> logits` run on A before pooling; tuning uses it for Eq. 7.
+        self.logit_hook: Any = None
 
     def project_kv(self, attn: Any, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """K and V with the prompt deltas added: (W + p)·c = W·c + p·c."""
@@ -81,6 +83,8 @@ class LSECrossAttnProcessor(torch.nn.Module):
 
         if self.record:
             logits = torch.matmul(query, key.transpose(-1, -2)) * attn.scale  # [b, heads, n, m]
+            if self.logit_hook is not None:
+                logits = self.logit_hook(self.name, logits)
             self.sink.pooled[self.name] = lse_pool(logits, self.lse_lambda, self.sink.token_mask)
             out = torch.matmul(logits.softmax(dim=-1).to(value.dtype), value)
         else:
