@@ -46,3 +46,39 @@ def image_folder(tmp_path) -> Path:
     folder = tmp_path / "images"
     write_images(folder, 20)
     return folder
+
+
+def run_cli(*args: str, env: dict | None = None, catch: bool = False):
+    """Invoke the real click app in-process; returns click's Result (`catch` keeps a crash as a result)."""
+    from click.testing import CliRunner
+
+    from discff_cli.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], env=env, catch_exceptions=catch)
+
+
+def build(folder: Path, index_dir: Path, clip_dir: Path, *extra: str, env: dict | None = None):
+    """`discff index build` with --json; returns (result, summary dict or None)."""
+    import json
+
+    result = run_cli("index", "build", folder, "--index", index_dir, "--clip", clip_dir, "--device", "cpu",
+                     "--json", *extra, env=env, catch=env is not None)
+    summary = json.loads(result.stdout) if result.exit_code == 0 else None
+    return result, summary
+
+
+def read_index(index_dir: Path) -> tuple[dict, dict, np.ndarray]:
+    """(manifest, {path: item record}, embeddings) straight from disk."""
+    from index.store import IndexDir
+
+    store = IndexDir(index_dir)
+    manifest = store.read_manifest()
+    items = {rec["path"]: rec for rec in store.read_items(manifest).records()}
+    return manifest, items, store.read_embeddings(manifest)
+
+
+def faiss_single_thread():
+    """faiss' OpenMP spin-waits badly on a busy 2-core CI box; one thread is faster and deterministic."""
+    import faiss
+
+    faiss.omp_set_num_threads(1)

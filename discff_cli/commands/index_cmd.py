@@ -1,0 +1,195 @@
+"""`discff index build DIR` and `discff index info`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from discff_cli.clip_resolve import DEFAULT_CLIP, library_errors, load_clip_cli, manifest_spec
+from discff_cli.errors import DiscffError
+from discff_cli.options import json_option
+from discff_cli.render import print_json, print_table, stderr_console
+
+INDEX_TYPES = ("auto", "flat", "hnsw", "ivf_flat", "ivf_pq")
+SD_DEFAULT = "stabilityai/stable-diffusion-2-1-base"
+
+
+def index_option(f):
+    """--index DIR [env DISCFF_INDEX], shared with `search`."""
+    return click.option("--index", "index_dir", envvar="DISCFF_INDEX", default=".discff", show_default=True,
+                        type=click.Path(file_okay=False), help="Index directory [env DISCFF_INDEX].")(f)
+
+
+@click.group()
+def index() -> None:
+    """Build and inspect the OpenCLIP/FAISS index."""
+
+
+def _memory(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    from index.faiss_index import parse_memory
+
+    try:
+        return parse_memory(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@index.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+@index_option
+@click.option("--clip", envvar="DISCFF_CLIP", default=DEFAULT_CLIP, show_default=True,
+              help="OpenCLIP: NAME/PRETRAINED, a local directory or checkpoint, or 'demo' [env DISCFF_CLIP].")
+@click.option("--model", envvar="DISCFF_MODEL", default=None,
+              help="Stable Diffusion model recorded for `search --rerank` (default: 'demo' with --clip demo, "
+                   f"else {SD_DEFAULT}) [env DISCFF_MODEL].")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Images per batch.")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="Decoding worker processes (default: up to 4 when there is enough work).")
+@click.option("--max-memory", default="8G", show_default=True, callback=_memory,
+              help="Memory budget of the FAISS index; picks the index type.")
+@click.option("--index-type", type=click.Choice(INDEX_TYPES), default="auto", show_default=True,
+              help="Force a FAISS index type instead of choosing from size and memory.")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=None,
+              help="Images larger than this are skipped as decompression bombs (default 100M).")
+@click.option("--rebuild", is_flag=True, help="Ignore the existing index and embed everything again.")
+@json_option
+def build(directory: str, index_dir: str, clip: str, model: str | None, device: str, batch_size: int,
+          workers: int | None, max_memory: int, index_type: str, max_pixels: int | None, rebuild: bool,
+          as_json: bool) -> None:
+    """Embed every image under DIRECTORY (recursively) into the index; only new or changed files are embedded."""
+    from index.builder import BuildEvents, BuildOptions, build_index
+    from index.imageio import DEFAULT_MAX_PIXELS
+
+    if not Path(directory).is_dir():
+        raise DiscffError(f"'{directory}' is not a folder.")
+    existing = None if rebuild else _existing_manifest(index_dir)
+    if model is None and existing is None:
+        model = "demo" if clip == "demo" else SD_DEFAULT
+    console = stderr_console()
+    with library_errors():
+        clip_model = load_clip_cli(clip, device)
+        opts = BuildOptions(root=Path(directory), index_dir=Path(index_dir), clip_spec=manifest_spec(clip),
+                            model=model, batch_size=batch_size, workers=workers, max_memory=max_memory,
+                            max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
+                            index_type=None if index_type == "auto" else index_type, rebuild=rebuild,
+                            fail_after_batches=_fail_hook())
+        with _progress(console, quiet=as_json) as events:
+            try:
+                summary = build_index(opts, clip_model, events)
+            except KeyboardInterrupt:
+                raise DiscffError("Interrupted; the batches embedded so far are kept, run the same command "
+                                  "again to resume.", exit_code=130) from None
+    _report(summary, index_dir, as_json, console)
+
+
+def _existing_manifest(index_dir: str) -> dict | None:
+    from index.store import IndexDir
+
+    store = IndexDir(index_dir)
+    if not store.exists():
+        return None
+    with library_errors():
+        return store.read_manifest()
+
+
+def _fail_hook() -> int | None:
+    """DISCFF_INDEX_FAIL_AFTER_BATCHES=N simulates a build killed after N batches (used by tests)."""
+    value = os.environ.get("DISCFF_INDEX_FAIL_AFTER_BATCHES")
+    return int(value) if value else None
+
+
+class _progress:
+    """A rich progress bar (images/s) on stderr, driven by the builder's events."""
+
+    def __init__(self, console, quiet: bool) -> None:
+        self.console, self.quiet = console, quiet
+
+    def __enter__(self):
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+        from rich.text import Text
+
+        from index.builder import BuildEvents
+
+        class Rate(ProgressColumn):
+            def render(self, task):  # noqa: ANN001, ANN201 - rich's signature
+                elapsed = task.elapsed or 0.0
+                return Text(f"{task.completed / elapsed:,.1f} images/s" if elapsed > 0 else "- images/s")
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(),
+                            TimeElapsedColumn(), TimeRemainingColumn(), console=self.console,
+                            disable=self.quiet, transient=False)
+        self.bar.__enter__()
+        self.task = None
+
+        def start(total: int) -> None:
+            self.task = self.bar.add_task("Embedding", total=total)
+
+        def batch(count: int) -> None:
+            if self.task is not None:
+                self.bar.advance(self.task, count)
+
+        def stage(text: str) -> None:
+            if not self.quiet and text != "Embedding":
+                self.console.print(f"[dim]{text}…[/dim]")
+
+        return BuildEvents(on_embed_start=start, on_batch=batch, on_stage=stage)
+
+    def __exit__(self, *exc) -> None:
+        self.bar.__exit__(*exc)
+
+
+def _report(summary, index_dir: str, as_json: bool, console) -> None:
+    if as_json:
+        print_json({"index": str(index_dir), **summary.to_dict()})
+        return
+    for path, reason in summary.skipped_files:
+        click.echo(f"skipped {path}: {reason}", err=True)  # one unwrapped line per file, greppable
+    rate = f", {summary.images_per_second:,.1f} images/s" if summary.indexed else ""
+    click.echo(f"indexed {summary.indexed}, skipped {summary.skipped}, unchanged {summary.unchanged}, "
+               f"removed {summary.removed} in {summary.seconds:.1f}s{rate} -> {index_dir} "
+               f"({summary.index_type}, recall@10 {summary.recall_at_10:.3f})")
+
+
+@index.command()
+@index_option
+@click.option("--errors", "show_errors", is_flag=True, help="Also list the files that could not be read.")
+@json_option
+def info(index_dir: str, show_errors: bool, as_json: bool) -> None:
+    """Show what the index holds: CLIP model, counts, FAISS type and measured recall."""
+    from index.store import IndexDir
+
+    store = IndexDir(index_dir)
+    with library_errors():
+        manifest = store.read_manifest()
+        errors = []
+        if show_errors or as_json:
+            items = store.read_items(manifest)
+            errors = [{"path": p, "error": e} for p, s, e in
+                      zip(items.columns["path"], items.columns["status"], items.columns["error"]) if s != "ok"]
+    if as_json:
+        print_json({"index": str(Path(index_dir).resolve()), **manifest, "skipped_files": errors})
+        return
+    faiss = manifest["faiss"]
+    params = ", ".join(f"{k}={v}" for k, v in faiss["params"].items()) or "-"
+    rows = [
+        ("index", str(Path(index_dir).resolve())),
+        ("images root", manifest["root"]),
+        ("CLIP", f"{manifest['clip']['spec']} (fingerprint {manifest['clip']['fingerprint'][:12]}, "
+                 f"dim {manifest['clip']['dim']})"),
+        ("rerank model", manifest.get("model") or "-"),
+        ("images indexed", f"{manifest['count']:,}"),
+        ("files skipped", f"{manifest['errors']:,}"),
+        ("FAISS", f"{faiss['type']} ({params})"),
+        ("recall@10", f"{faiss['recall_at_10']:.4f}" + (f" on {faiss['recall_queries']} sample queries"
+                                                       if faiss["recall_queries"] else " (exact search)")),
+        ("format / generation", f"{manifest['format_version']} / {manifest['generation']}"),
+        ("updated", manifest["updated"]),
+    ]
+    print_table("discff index", ["", ""], rows, ["left", "left"])
+    if show_errors:
+        for err in errors:
+            click.echo(f"skipped {err['path']}: {err['error']}")

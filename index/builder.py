@@ -1,0 +1,354 @@
+"""`index build`: scan a folder, embed what is new, and publish a new index generation.
+
+Work is decided per file:
+  unchanged  same path, size and mtime as in the index (or in an unfinished build's chunks)
+  reused     new path or new mtime, but the content hash is already known (rename, touch, copy)
+  embedded   decoded in DataLoader workers and embedded with CLIP, one chunk file per batch
+  skipped    could not be decoded; recorded with its reason, the build goes on
+Chunks in `pending/` make an interrupted build resume where it stopped; they are folded into
+the index and deleted once the new generation is published.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from index import faiss_index
+from index.errors import IndexError_, ModelMismatch
+from index.imageio import DEFAULT_MAX_PIXELS
+from index.scan import FileEntry, hash_many, scan_images
+from index.store import FORMAT_VERSION, IndexDir, Items, atomic_write_bytes, writer_lock
+
+RECORD_KEYS = ("path", "size", "mtime_ns", "hash", "width", "height", "status", "error")
+
+
+class BuildInterrupted(RuntimeError):
+    """Raised by the `fail_after_batches` test hook to simulate a killed build."""
+
+
+@dataclass
+class BuildOptions:
+    """What to index and how (the CLI fills this from its options)."""
+
+    root: Path
+    index_dir: Path
+    clip_spec: str                      # as recorded in the manifest ("demo", a path, or NAME/PRETRAINED)
+    model: str | None = None            # Stable Diffusion model recorded for --rerank
+    batch_size: int = 64
+    workers: int | None = None          # None: up to 4 when there is enough work
+    max_memory: int = 8 << 30
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    index_type: str | None = None       # force flat/hnsw/ivf_flat/ivf_pq instead of choosing
+    rebuild: bool = False
+    fail_after_batches: int | None = None
+
+
+@dataclass
+class BuildEvents:
+    """Callbacks for a UI; all optional."""
+
+    on_embed_start: Callable[[int], None] = lambda total: None
+    on_batch: Callable[[int], None] = lambda count: None
+    on_skip: Callable[[str, str], None] = lambda rel, reason: None
+    on_stage: Callable[[str], None] = lambda text: None
+
+
+@dataclass
+class BuildSummary:
+    files: int = 0
+    indexed: int = 0          # embedded in this run (including resumed chunks of an interrupted run)
+    skipped: int = 0          # unreadable files, all recorded with their error
+    unchanged: int = 0        # embedding kept (same file, or same content under a new name/mtime)
+    removed: int = 0          # in the old index, gone from the folder (renamed files are not counted)
+    reused_by_hash: int = 0   # subset of unchanged: renamed/touched/copied files
+    resumed: int = 0          # subset of indexed: taken from chunks of an interrupted build
+    seconds: float = 0.0
+    embed_seconds: float = 0.0
+    decode_seconds: float = 0.0   # summed over worker processes
+    images_per_second: float = 0.0
+    index_type: str = ""
+    recall_at_10: float = 1.0
+    skipped_files: list[tuple[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["skipped_files"] = [{"path": p, "error": e} for p, e in self.skipped_files]
+        return data
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class _Pending:
+    """Chunk files of embedded batches, so a killed build loses at most one batch."""
+
+    def __init__(self, store: IndexDir, session: dict[str, Any]) -> None:
+        self.dir = store.pending
+        self.session = session
+        self.seq = 0
+
+    def load(self) -> dict[str, tuple[dict, np.ndarray | None]]:
+        """Records of a previous unfinished build of the same folder with the same CLIP (else discard)."""
+        found: dict[str, tuple[dict, np.ndarray | None]] = {}
+        session_file = self.dir / "session.json"
+        if not session_file.is_file():
+            return found
+        if json.loads(session_file.read_text()) != self.session:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            return found
+        for chunk in sorted(self.dir.glob("chunk-*.npz")):
+            try:
+                with np.load(chunk) as data:
+                    records = json.loads(bytes(data["meta"]).decode())
+                    emb = data["emb"]
+            except (OSError, ValueError, KeyError):
+                continue  # a chunk cut off mid-write is simply redone
+            self.seq = max(self.seq, int(chunk.stem.split("-")[1]) + 1)
+            row = 0
+            for rec in records:
+                vec = None
+                if rec["status"] == "ok":
+                    vec, row = emb[row], row + 1
+                found[rec["path"]] = (rec, vec)
+        return found
+
+    def add(self, records: list[dict], emb: np.ndarray) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        session_file = self.dir / "session.json"
+        if not session_file.is_file():
+            atomic_write_bytes(session_file, json.dumps(self.session, sort_keys=True).encode())
+        import io
+
+        buffer = io.BytesIO()
+        np.savez(buffer, emb=emb.astype(np.float16), meta=np.frombuffer(json.dumps(records).encode(), np.uint8))
+        atomic_write_bytes(self.dir / f"chunk-{self.seq:08d}.npz", buffer.getvalue())
+        self.seq += 1
+
+    def clear(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _record(entry: FileEntry, **values: Any) -> dict[str, Any]:
+    rec = {"path": entry.rel, "size": entry.size, "mtime_ns": entry.mtime_ns, "hash": None, "width": None,
+           "height": None, "status": "ok", "error": None}
+    rec.update(values)
+    return rec
+
+
+def _check_compatible(manifest: dict, opts: BuildOptions, clip) -> None:
+    if manifest["clip"]["fingerprint"] != clip.fingerprint:
+        raise ModelMismatch(
+            f"The index at '{opts.index_dir}' was built with CLIP '{manifest['clip']['spec']}', not "
+            f"'{opts.clip_spec}'; pass the same --clip, use another --index, or add --rebuild."
+        )
+    if Path(manifest["root"]) != opts.root:
+        raise IndexError_(
+            f"The index at '{opts.index_dir}' holds images of '{manifest['root']}', not '{opts.root}'; "
+            f"use another --index or add --rebuild."
+        )
+
+
+def build_index(opts: BuildOptions, clip, events: BuildEvents | None = None) -> BuildSummary:
+    """Bring the index at `opts.index_dir` up to date with the images under `opts.root`."""
+    events = events or BuildEvents()
+    opts.root = Path(opts.root).resolve()
+    if not opts.root.is_dir():
+        raise IndexError_(f"'{opts.root}' is not a folder of images.")
+    store = IndexDir(opts.index_dir)
+    start = time.perf_counter()
+    with writer_lock(store.path):
+        return _build_locked(opts, clip, store, events, start)
+
+
+def _build_locked(opts: BuildOptions, clip, store: IndexDir, events: BuildEvents, start: float) -> BuildSummary:
+    summary = BuildSummary()
+    prev_manifest, prev_items, prev_emb = None, Items.empty(), None
+    if store.exists() and not opts.rebuild:
+        prev_manifest = store.read_manifest()
+        _check_compatible(prev_manifest, opts, clip)
+        prev_items = store.read_items(prev_manifest)
+        prev_emb = store.read_embeddings(prev_manifest, mmap=True)
+    pending = _Pending(store, {"root": str(opts.root), "clip": clip.fingerprint, "dim": clip.dim,
+                               "max_pixels": opts.max_pixels})
+    if opts.rebuild:
+        pending.clear()
+    resumed = pending.load()
+
+    events.on_stage("Scanning")
+    entries = scan_images(opts.root)
+    summary.files = len(entries)
+    prev_by_path = {rec["path"]: rec for rec in prev_items.records()}
+    known_hash: dict[str, tuple[str, Any]] = {}   # hash -> ("prev", row) | ("vec", vector) for ok items
+    known_size: dict[str, tuple[Any, Any]] = {}   # hash -> (width, height)
+    for rec in prev_by_path.values():
+        if rec["status"] == "ok" and rec["hash"]:
+            known_hash[rec["hash"]] = ("prev", rec["row"])
+            known_size[rec["hash"]] = (rec["width"], rec["height"])
+    for rec, vec in resumed.values():
+        if rec["status"] == "ok" and rec["hash"]:
+            known_hash.setdefault(rec["hash"], ("vec", vec))
+            known_size.setdefault(rec["hash"], (rec["width"], rec["height"]))
+
+    final: dict[str, tuple[dict, tuple[str, Any] | None]] = {}
+    candidates: list[FileEntry] = []
+    for entry in entries:
+        old = prev_by_path.get(entry.rel)
+        if old and old["size"] == entry.size and old["mtime_ns"] == entry.mtime_ns:
+            source = ("prev", old["row"]) if old["status"] == "ok" else None
+            final[entry.rel] = (_record(entry, **{k: old[k] for k in ("hash", "width", "height", "status", "error")}),
+                                source)
+            summary.unchanged += old["status"] == "ok"
+            continue
+        res = resumed.get(entry.rel)
+        if res and res[0]["size"] == entry.size and res[0]["mtime_ns"] == entry.mtime_ns:
+            final[entry.rel] = (res[0], ("vec", res[1]) if res[0]["status"] == "ok" else None)
+            summary.indexed += res[0]["status"] == "ok"
+            summary.resumed += 1
+            continue
+        candidates.append(entry)
+    current = {e.rel for e in entries}
+    gone = [rec for path, rec in prev_by_path.items() if path not in current]
+
+    hashes: dict[str, str | None] = {}
+    if known_hash and candidates:
+        events.on_stage("Hashing changed files")
+        hashes = hash_many(opts.root, [e.rel for e in candidates])
+    todo: list[FileEntry] = []
+    for entry in candidates:
+        h = hashes.get(entry.rel)
+        old = prev_by_path.get(entry.rel)
+        if h is not None and h in known_hash:
+            width, height = known_size[h]
+            final[entry.rel] = (_record(entry, hash=h, width=width, height=height), known_hash[h])
+            summary.unchanged += 1
+            summary.reused_by_hash += 1
+        elif old and h is not None and old["hash"] == h and old["status"] != "ok":
+            final[entry.rel] = (_record(entry, **{k: old[k] for k in ("hash", "width", "height", "status",
+                                                                       "error")}), None)
+        else:
+            todo.append(entry)
+
+    hashes_now = {rec["hash"] for rec, _ in final.values()}
+    summary.removed = sum(1 for rec in gone if rec["hash"] is None or rec["hash"] not in hashes_now)
+    embed_seconds = _embed(opts, clip, todo, hashes, pending, final, summary, events)
+
+    for rec, _ in final.values():
+        if rec["status"] != "ok":
+            summary.skipped += 1
+            summary.skipped_files.append((rec["path"], rec["error"]))
+    events.on_stage("Building the FAISS index")
+    manifest = _publish(opts, clip, store, prev_manifest, final, prev_emb, summary)
+    pending.clear()
+    summary.seconds = time.perf_counter() - start
+    summary.embed_seconds = embed_seconds
+    summary.images_per_second = len(todo) / max(summary.seconds, 1e-9) if todo else 0.0
+    summary.index_type = manifest["faiss"]["type"]
+    summary.recall_at_10 = manifest["faiss"]["recall_at_10"]
+    return summary
+
+
+def _embed(opts: BuildOptions, clip, todo: list[FileEntry], hashes: dict, pending: _Pending,
+           final: dict, summary: BuildSummary, events: BuildEvents) -> float:
+    """Decode in workers, embed in the main process, persist each batch as a chunk."""
+    from index.dataset import DecodeDataset, make_loader
+
+    if not todo:
+        return 0.0
+    workers = opts.workers
+    if workers is None:
+        workers = 0 if len(todo) < 2 * opts.batch_size else min(4, os.cpu_count() or 1)
+    dataset = DecodeDataset(opts.root, [e.rel for e in todo], clip.preprocess, opts.max_pixels,
+                            [hashes.get(e.rel) for e in todo])
+    loader = make_loader(dataset, opts.batch_size, workers, pin_memory=clip.device.startswith("cuda"))
+    events.on_stage("Embedding")
+    events.on_embed_start(len(todo))
+    embed_seconds = 0.0
+    for batch_no, (pixels, meta) in enumerate(loader):
+        if opts.fail_after_batches is not None and batch_no >= opts.fail_after_batches:
+            raise BuildInterrupted(f"simulated interruption after {batch_no} batches")
+        tick = time.perf_counter()
+        emb = clip.embed_pixels(pixels) if pixels is not None else np.zeros((0, clip.dim), np.float32)
+        embed_seconds += time.perf_counter() - tick
+        records, row = [], 0
+        for item in meta:
+            entry = todo[item["i"]]
+            summary.decode_seconds += item["seconds"]
+            if item["ok"]:
+                rec = _record(entry, hash=item["hash"], width=item["width"], height=item["height"])
+                final[entry.rel] = (rec, ("vec", emb[row].astype(np.float16)))
+                row += 1
+                summary.indexed += 1
+            else:
+                rec = _record(entry, hash=item["hash"], status="error", error=item["error"])
+                final[entry.rel] = (rec, None)
+                events.on_skip(entry.rel, item["error"])
+            records.append(rec)
+        pending.add(records, emb)
+        events.on_batch(len(meta))
+    return embed_seconds
+
+
+def _publish(opts: BuildOptions, clip, store: IndexDir, prev_manifest: dict | None, final: dict,
+             prev_emb: np.ndarray | None, summary: BuildSummary) -> dict[str, Any]:
+    """Write the new generation (items, embeddings, FAISS) under temp names, then swap the manifest."""
+    records, sources = [], []
+    for path in sorted(final):
+        rec, source = final[path]
+        rec = dict(rec, row=-1)
+        if rec["status"] == "ok":
+            rec["row"] = len(sources)
+            sources.append(source)
+        records.append(rec)
+    emb = np.zeros((len(sources), clip.dim), np.float16)
+    prev_rows = [(i, s[1]) for i, s in enumerate(sources) if s[0] == "prev"]
+    if prev_rows:
+        dst, src = map(np.asarray, zip(*prev_rows))
+        order = np.argsort(src)
+        emb[dst[order]] = prev_emb[src[order]]
+    for i, (kind, value) in enumerate(sources):
+        if kind == "vec":
+            emb[i] = value
+
+    n = len(emb)
+    gpu = faiss_index.gpu_available()
+    kind = opts.index_type or faiss_index.choose_index_type(n, clip.dim, opts.max_memory, gpu)
+    built = faiss_index.build_tuned(emb.astype(np.float32), kind)
+    gen = (prev_manifest or {}).get("generation", 0) + 1
+    files = {"items": f"items-{gen}.parquet", "embeddings": f"embeddings-{gen}.npy", "faiss": f"faiss-{gen}.index"}
+    store.write_items(Items.from_records(records), files["items"])
+    store.write_embeddings(emb, files["embeddings"])
+    from index.store import atomic_path
+
+    with atomic_path(store.path / files["faiss"]) as tmp:
+        faiss_index.write(built.index, tmp)
+    model = opts.model or (prev_manifest or {}).get("model")
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "generation": gen,
+        "root": str(opts.root),
+        "clip": {"spec": opts.clip_spec, "fingerprint": clip.fingerprint, "dim": clip.dim},
+        "model": model,
+        "count": n,
+        "files_seen": len(records),
+        "errors": sum(1 for r in records if r["status"] != "ok"),
+        "max_pixels": opts.max_pixels,
+        "faiss": {"type": kind, "params": built.params, "recall_at_10": round(built.recall_at_10, 4),
+                  "recall_queries": built.recall_queries, "gpu": gpu, "tuning": built.tuning,
+                  "build_seconds": round(built.build_seconds, 3)},
+        "files": files,
+        "created": (prev_manifest or {}).get("created", _now()),
+        "updated": _now(),
+    }
+    store.write_manifest(manifest)
+    store.remove_stale(set(files.values()) | {"manifest.json", "lock"})
+    return manifest

@@ -1,0 +1,67 @@
+"""Decoding in DataLoader worker processes: file -> (preprocessed tensor | error, size, hash).
+
+Decoding and resizing dominate CPU time for small CLIPs, so they run in workers while the main
+process embeds; a bad file becomes an error record instead of stopping the batch.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from index.imageio import ImageDecodeError, open_rgb
+from index.scan import content_hash
+
+
+class DecodeDataset:
+    """Map-style dataset over relative paths; item = dict(i, pixels|None, width, height, hash, error, seconds)."""
+
+    def __init__(self, root: Path, rels: list[str], preprocess: Callable, max_pixels: int,
+                 hashes: list[str | None]) -> None:
+        self.root = Path(root)
+        self.rels = rels
+        self.preprocess = preprocess
+        self.max_pixels = max_pixels
+        self.hashes = hashes
+
+    def __len__(self) -> int:
+        return len(self.rels)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        start = time.perf_counter()
+        path = self.root / self.rels[i]
+        item: dict[str, Any] = {"i": i, "pixels": None, "width": None, "height": None,
+                                "hash": self.hashes[i], "error": None}
+        try:
+            if item["hash"] is None:
+                item["hash"] = content_hash(path)
+            image = open_rgb(path, self.max_pixels)
+            item["width"], item["height"] = image.size
+            item["pixels"] = self.preprocess(image)
+        except ImageDecodeError as exc:
+            item["error"] = str(exc)
+        except OSError as exc:
+            item["error"] = f"unreadable ({exc.strerror or exc})"
+        except Exception as exc:  # a preprocess failure on one odd file must not end the build
+            item["error"] = f"could not be prepared ({type(exc).__name__}: {exc})"
+        item["seconds"] = time.perf_counter() - start
+        return item
+
+
+def collate(batch: list[dict[str, Any]]) -> tuple[Any, list[dict[str, Any]]]:
+    """Stack the decoded tensors; keep every item's metadata (good and bad) in order."""
+    import torch
+
+    good = [b["pixels"] for b in batch if b["pixels"] is not None]
+    pixels = torch.stack(good) if good else None
+    meta = [{k: v for k, v in b.items() if k != "pixels"} | {"ok": b["pixels"] is not None} for b in batch]
+    return pixels, meta
+
+
+def make_loader(dataset: DecodeDataset, batch_size: int, workers: int, pin_memory: bool = False):
+    """A DataLoader in file order (order matters for resumable chunks)."""
+    from torch.utils.data import DataLoader
+
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
+                      pin_memory=pin_memory, prefetch_factor=4 if workers > 0 else None)

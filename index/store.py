@@ -1,0 +1,178 @@
+"""The index directory on disk: manifest, items table, embeddings, FAISS file, lock, resume chunks.
+
+Layout (one generation of data files is live at a time; the manifest names them):
+
+    manifest.json            format version, CLIP spec + fingerprint, counts, FAISS type/params/recall
+    items-<gen>.parquet      one row per file seen: path, size, mtime_ns, hash, width, height, status, error, row
+    embeddings-<gen>.npy     float16 [count, dim], row i = item with row == i
+    faiss-<gen>.index        the FAISS index over the same rows
+    lock                     held (flock) by the one writer
+    pending/chunk-*.npz      embedded batches of an unfinished build (resume)
+
+A build writes the new generation's files under temporary names, renames them into place and
+then replaces the manifest: a reader sees either the old index or the new one, never a mixture.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from index.errors import IndexLocked, IndexMissing
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+ITEM_COLUMNS = ("path", "size", "mtime_ns", "hash", "width", "height", "status", "error", "row")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, then rename over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temp path next to `path`; on success rename it over `path` (for writers that want a filename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@dataclass
+class Items:
+    """Column arrays of the items table (plain numpy/python, no pandas dependency)."""
+
+    columns: dict[str, list]
+
+    @classmethod
+    def empty(cls) -> "Items":
+        return cls({c: [] for c in ITEM_COLUMNS})
+
+    @classmethod
+    def from_records(cls, records: list[dict]) -> "Items":
+        return cls({c: [r.get(c) for r in records] for c in ITEM_COLUMNS})
+
+    def records(self) -> list[dict]:
+        n = len(self)
+        return [{c: self.columns[c][i] for c in ITEM_COLUMNS} for i in range(n)]
+
+    def __len__(self) -> int:
+        return len(self.columns["path"])
+
+
+class IndexDir:
+    """Reads and writes one index directory."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def pending(self) -> Path:
+        return self.path / "pending"
+
+    def exists(self) -> bool:
+        return (self.path / MANIFEST).is_file()
+
+    def read_manifest(self) -> dict[str, Any]:
+        try:
+            manifest = json.loads((self.path / MANIFEST).read_text())
+        except FileNotFoundError:
+            raise IndexMissing(
+                f"No index at '{self.path}'; build one with `discff index build DIR` (or pass --index)."
+            ) from None
+        except json.JSONDecodeError:
+            raise IndexMissing(f"The index manifest at '{self.path / MANIFEST}' is not valid JSON; rebuild it.") from None
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise IndexMissing(
+                f"The index at '{self.path}' has format version {manifest.get('format_version')}, this discff reads "
+                f"{FORMAT_VERSION}; rebuild it with `discff index build DIR --rebuild`."
+            )
+        return manifest
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        atomic_write_bytes(self.path / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+
+    def file(self, manifest: dict[str, Any], key: str) -> Path:
+        return self.path / manifest["files"][key]
+
+    def read_items(self, manifest: dict[str, Any]) -> Items:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(self.file(manifest, "items"))
+        return Items({c: table.column(c).to_pylist() for c in ITEM_COLUMNS})
+
+    def write_items(self, items: Items, name: str) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        schema = pa.schema([("path", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64()),
+                            ("hash", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
+                            ("status", pa.string()), ("error", pa.string()), ("row", pa.int64())])
+        table = pa.table({c: items.columns[c] for c in ITEM_COLUMNS}, schema=schema)
+        with atomic_path(self.path / name) as tmp:
+            pq.write_table(table, tmp)
+
+    def read_embeddings(self, manifest: dict[str, Any], mmap: bool = False) -> np.ndarray:
+        return np.load(self.file(manifest, "embeddings"), mmap_mode="r" if mmap else None)
+
+    def write_embeddings(self, embeddings: np.ndarray, name: str) -> None:
+        with atomic_path(self.path / name) as tmp:
+            with open(tmp, "wb") as handle:
+                np.save(handle, embeddings.astype(np.float16))
+
+    def remove_stale(self, keep: set[str]) -> None:
+        """Delete data files of older generations (and temp files of crashed writers)."""
+        for entry in self.path.iterdir():
+            generational = entry.name.split("-")[0] in ("items", "embeddings", "faiss")
+            if entry.is_file() and entry.name not in keep and (generational or entry.name.endswith(".tmp")):
+                entry.unlink(missing_ok=True)
+
+
+@contextmanager
+def writer_lock(index_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the index for the duration of a build; refuse a second writer.
+
+    flock is released by the kernel when the process dies, so a killed build never leaves a
+    stale lock behind.
+    """
+    import fcntl
+
+    index_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(index_dir / "lock", "a+")
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise IndexLocked(
+                f"The index at '{index_dir}' is being written by {holder}; wait for that build to finish."
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
