@@ -1,0 +1,143 @@
+"""`discff eval FILE.jsonl`: CLIP and Discffusion side by side on labelled matching tasks."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import click
+
+from discff_cli.errors import DiscffError, MissingModelError
+from discff_cli.options import deltas_option, engine_options, json_option, pop_engine_config
+from discff_cli.render import print_json, print_table
+
+DEFAULT_CLIP = "ViT-H-14/laion2b_s32b_b79k"  # the index's default (index.clip_model.DEFAULT_CLIP)
+SYSTEM_LABELS = {"clip": "CLIP", "discffusion": "Discffusion"}
+
+
+def resolve_clip(spec: str) -> str:
+    """`demo` -> the bundled demo CLIP directory; anything else unchanged."""
+    from discff_cli.models import ASSETS
+
+    return str(ASSETS / "demo" / "clip") if spec == "demo" else spec
+
+
+def load_clip_model(spec: str, device: str):
+    from index.clip_model import load_clip
+    from index.errors import ModelUnavailable
+
+    try:
+        return load_clip(resolve_clip(spec), device=device)
+    except ModelUnavailable as exc:
+        raise MissingModelError(str(exc)) from None
+
+
+def limit_per_tag(items: list, n: int | None) -> list:
+    """The first n items of each tag, in file order (a quick, reproducible slice)."""
+    if n is None:
+        return items
+    seen: dict[str, int] = {}
+    kept = []
+    for item in items:
+        seen[item.tag] = seen.get(item.tag, 0) + 1
+        if seen[item.tag] <= n:
+            kept.append(item)
+    return kept
+
+
+def run_clip(spec: str, device: str, table, items, progress: bool) -> tuple[list, dict]:
+    from discff_cli import evaluation as ev
+
+    clip = load_clip_model(spec, device)
+    start = time.perf_counter()
+    scores = ev.clip_pair_scores(clip, table, progress=progress)
+    info = {"model": spec, "fingerprint": clip.fingerprint, "seconds": round(time.perf_counter() - start, 2)}
+    return ev.outcomes_for(items, table, scores), info
+
+
+def run_diffusion(model: str, config, deltas: str | None, table, items, progress: bool) -> tuple[list, dict]:
+    from discff_cli import evaluation as ev
+    from discff_cli.engine.scorer import load_scorer
+
+    scorer = load_scorer(model, config, deltas)
+    start = time.perf_counter()
+    scores = ev.diffusion_pair_scores(scorer, table, progress=progress)
+    info = {"model": model, "fingerprint": scorer.parts.fingerprint, "deltas": deltas, "config": config.to_dict(),
+            "unet_passes": scorer.unet_passes, "seconds": round(time.perf_counter() - start, 2)}
+    return ev.outcomes_for(items, table, scores), info
+
+
+def _cell(result: dict) -> str:
+    lo, hi = result["ci95"]
+    return f"{result['value']:.3f} [{lo:.2f}, {hi:.2f}]"
+
+
+def _clean(value):
+    """NaN (an undefined chance level) -> null, so --json output is strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def render_table(file: str, n_items: int, rows: list[dict], systems: dict[str, dict]) -> None:
+    names = [s for s in SYSTEM_LABELS if s in systems]
+    columns = ["tag", "metric", "n", "chance"] + [f"{SYSTEM_LABELS[s]} (95% CI)" for s in names]
+    table_rows = []
+    for row in rows:
+        chance = "—" if math.isnan(row["chance"]) else f"{row['chance']:.3f}"
+        table_rows.append([row["tag"], row["metric"], row["n"], chance] + [_cell(row[s]) for s in names])
+    models = ", ".join(f"{SYSTEM_LABELS[s]}: {systems[s]['model']}" for s in names)
+    print_table(f"{file} — {n_items} items — {models}", columns, table_rows,
+                ["left", "left", "right", "right"] + ["right"] * len(names))
+    click.echo("95% CI: Wilson score interval over items; ties count as misses.")
+
+
+@click.command("eval")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--clip", "clip_spec", envvar="DISCFF_CLIP", default=DEFAULT_CLIP, show_default=True,
+              help="OpenCLIP model: NAME/PRETRAINED, a local directory, or 'demo' [env DISCFF_CLIP].")
+@click.option("--no-clip", is_flag=True, help="Skip the CLIP column.")
+@click.option("--no-diffusion", is_flag=True, help="Skip the Discffusion column.")
+@click.option("--max-per-tag", type=click.IntRange(min=1), default=None,
+              help="Score only the first N items of each tag (a quick slice).")
+@engine_options()
+@deltas_option
+@json_option
+def eval_(file: str, clip_spec: str, no_clip: bool, no_diffusion: bool, max_per_tag: int | None, model: str,
+          deltas: str | None, as_json: bool, **engine: object) -> None:
+    """Measure CLIP and Discffusion on the labelled matching tasks in FILE (JSONL).
+
+    \b
+    Each line is one item; image paths are relative to FILE; "tag" is optional:
+      {"images": [a, b], "texts": [ta, tb]}             image i matches text i
+      {"text": t, "images": [a, b, c], "answer": k}     which image matches the text
+      {"image": a, "texts": [t1, t2, t3], "answer": k}  which text matches the image
+    Reports accuracy (= R@1), R@5 and Winoground text/image/group scores per tag.
+    """
+    from discff_cli import evaluation as ev
+    from discff_cli.eval_data import load_items
+
+    if no_clip and no_diffusion:
+        raise DiscffError("--no-clip and --no-diffusion together leave nothing to evaluate.")
+    if deltas and not Path(deltas).is_file():
+        raise DiscffError(f"Deltas file '{deltas}' does not exist.")
+    config = pop_engine_config(engine)
+    items = limit_per_tag(load_items(file), max_per_tag)
+    table = ev.PairTable.of(items)
+    progress = not as_json
+    outcomes, systems = {}, {}
+    if not no_clip:
+        outcomes["clip"], systems["clip"] = run_clip(clip_spec, config.device, table, items, progress)
+    if not no_diffusion:
+        outcomes["discffusion"], systems["discffusion"] = run_diffusion(model, config, deltas, table, items, progress)
+    rows = ev.summarise(items, outcomes)
+    if as_json:
+        print_json(_clean({"file": file, "items": len(items), "kinds": ev.item_kinds(items), "pairs": len(table.images),
+                           "ci": ev.CI_METHOD, "systems": systems, "rows": rows}))
+    else:
+        render_table(file, len(items), rows, systems)
