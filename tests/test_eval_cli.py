@@ -1,0 +1,73 @@
+"""`discff eval` end to end on a slice of the demo world: CLIP and Discffusion from one run, well-formed figures."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from discff_cli.cli import app
+
+from conftest_eval import world_eval_all, world_eval_dir  # noqa: F401
+from conftest_index import tiny_clip_dir  # noqa: F401
+
+FAST_ENGINE = ["--steps", "1", "--levels", "0.5", "--device", "cpu"]
+
+
+def _eval(*args):
+    return CliRunner().invoke(app, ["eval", *args])
+
+
+@pytest.fixture(scope="module")
+def both_systems(world_eval_all, tiny_clip_dir, tiny_sd_dir):
+    result = _eval(str(world_eval_all), "--clip", str(tiny_clip_dir), "--model", str(tiny_sd_dir), *FAST_ENGINE,
+                   "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_json_reports_both_systems_per_tag_with_intervals(both_systems):
+    doc = both_systems
+    assert doc["items"] == 4 * 6 + 18
+    assert doc["kinds"] == {"image_to_texts": 24, "matrix": 18}
+    assert set(doc["systems"]) == {"clip", "discffusion"}
+    assert doc["systems"]["discffusion"]["config"]["steps"] == 1
+    # every pair of the file scored once per condition (1 step x 1 level)
+    assert doc["systems"]["discffusion"]["unet_passes"] == doc["pairs"]
+    rows = {(r["tag"], r["metric"]): r for r in doc["rows"]}
+    for tag in ("attribute_swap", "relation_swap", "shape_swap"):
+        assert rows[(tag, "accuracy")]["n"] == 6 and rows[(tag, "accuracy")]["chance"] == 0.5
+        assert rows[(tag, "group")]["n"] == 6 and rows[(tag, "group")]["chance"] == pytest.approx(1 / 6, abs=1e-4)
+    assert rows[("single_object", "R@5")]["n"] == 6
+    assert rows[("all", "accuracy")]["n"] == 24
+    for row in doc["rows"]:
+        for system in ("clip", "discffusion"):
+            fig = row[system]
+            lo, hi = fig["ci95"]
+            assert 0 <= lo <= fig["value"] <= hi <= 1
+            assert fig["value"] == pytest.approx(fig["hits"] / row["n"], abs=1e-4)
+
+
+def test_scores_are_reproducible_run_to_run(both_systems, world_eval_all, tiny_clip_dir, tiny_sd_dir):
+    again = _eval(str(world_eval_all), "--clip", str(tiny_clip_dir), "--model", str(tiny_sd_dir), *FAST_ENGINE,
+                  "--json")
+    assert json.loads(again.stdout)["rows"] == both_systems["rows"]
+
+
+def test_table_output_and_skipping_one_side(world_eval_dir, tiny_clip_dir):
+    result = _eval(str(world_eval_dir / "single_object.jsonl"), "--clip", str(tiny_clip_dir), "--no-diffusion")
+    assert result.exit_code == 0, result.output
+    assert "CLIP" in result.stdout and "Discffusion" not in result.stdout
+    assert "single_object" in result.stdout and "Wilson" in result.stdout
+
+
+def test_max_per_tag_takes_a_slice(world_eval_all, tiny_clip_dir):
+    result = _eval(str(world_eval_all), "--clip", str(tiny_clip_dir), "--no-diffusion", "--max-per-tag", "2", "--json")
+    doc = json.loads(result.stdout)
+    assert doc["items"] == 4 * 2 and doc["rows"][0]["n"] == 2  # 4 tags (winoground items share the swap tags)
+
+
+def test_nothing_to_do_is_an_error(world_eval_all):
+    result = _eval(str(world_eval_all), "--no-clip", "--no-diffusion")
+    assert result.exit_code == 1 and "nothing to evaluate" in result.output
