@@ -1,0 +1,125 @@
+"""`discff tune PAIRS_JSONL`: learn prompt deltas from a few examples (paper §4.5)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from discff_cli.options import engine_options, json_option, pop_engine_config
+from discff_cli.render import print_json, print_table
+
+DEFAULT_TRIPLETS_PER_STEP = 8
+
+
+@click.command()
+@click.argument("pairs_jsonl")
+@engine_options()
+@click.option("--out", default="deltas.safetensors", show_default=True, type=click.Path(dir_okay=False),
+              help="Where the deltas and head weights are written.")
+@click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--rank", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Rank of each delta (B·A); 0 = full rank, the paper's default.")
+@click.option("--margin", type=click.FloatRange(min=0), default=0.2, show_default=True, help="M of the triplet loss.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True)
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-2, show_default=True)
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
+              help="Share of lines held out and scored every epoch; the best epoch's deltas are kept.")
+@click.option("--head-weighting/--no-head-weighting", default=True, show_default=True,
+              help="Dynamic attention-head weighting (paper Eq. 7).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from the checkpoint next to --out.")
+@json_option
+def tune(pairs_jsonl: str, model: str, out: str, resume: bool, as_json: bool, **options: Any) -> None:
+    """Tune prompt deltas on PAIRS_JSONL (image/text pairs with negatives; see `discff tune --help`).
+
+    Lines: {"image", "text", "label": 0|1}, {"image", "text", "negative_images": [...]} or
+    {"image", "text", "negative_texts": [...]}, image paths relative to the file. Here --batch-size
+    is the number of triplets per optimisation step (0 = 8); --seed seeds the noise, the split
+    and the batches. Use the result with `discff score/search/eval --deltas FILE`.
+    """
+    from training.tune import TuneConfig
+
+    triplets_per_step = options.pop("batch_size") or DEFAULT_TRIPLETS_PER_STEP
+    tune_keys = ("epochs", "rank", "margin", "lr", "weight_decay", "val_fraction", "head_weighting")
+    config = TuneConfig(batch_size=triplets_per_step, seed=options["seed"], **{k: options.pop(k) for k in tune_keys})
+    engine = pop_engine_config({**options, "batch_size": 0})
+    result = run_tune(pairs_jsonl, model, engine, config, out, resume, progress=not as_json)
+    summary = _summary(result, model, pairs_jsonl)
+    if as_json:
+        print_json(summary)
+    else:
+        _print_curve(summary)
+    if result.interrupted:
+        click.echo(f"Interrupted; run the same command with --resume to continue.", err=True)
+        raise SystemExit(130)
+
+
+def run_tune(pairs_jsonl: str, model: str, engine: Any, config: Any, out: str, resume: bool, progress: bool) -> Any:
+    from discff_cli.engine.scorer import load_scorer
+    from training.tune import Tuner, prepare_for_training
+    from training.tune_data import read_examples
+
+    read_examples(pairs_jsonl)  # bad lines fail before any model is loaded
+    scorer = load_scorer(model, engine)
+    prepare_for_training(scorer)
+    tuner = Tuner(scorer, pairs_jsonl, out, config)
+    if resume:
+        tuner.load_checkpoint()
+    if not progress:
+        return tuner.run()
+    with _Progress(tuner) as bar:
+        return tuner.run(progress=bar.update)
+
+
+class _Progress:
+    """A rich bar on stderr: steps over all epochs, last loss, last validation accuracy."""
+
+    def __init__(self, tuner: Any) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+            TimeRemainingColumn
+
+        from discff_cli.render import stderr_console
+
+        per_epoch = len(tuner.epoch_batches(0))
+        done = tuner.state.epoch * per_epoch + tuner.state.step
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
+                            TimeElapsedColumn(), TimeRemainingColumn(), console=stderr_console())
+        self.task = self.bar.add_task("tuning", total=per_epoch * tuner.config.epochs, completed=done)
+        self.loss, self.acc, self.epochs = "-", "-", tuner.config.epochs
+        self.epoch = tuner.state.epoch + 1
+
+    def __enter__(self) -> "_Progress":
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.stop()
+
+    def update(self, info: dict) -> None:
+        phase = info["phase"]
+        if phase == "step":
+            self.loss, self.epoch = f"{info['loss']:.4f}", info["epoch"]
+            self.bar.advance(self.task)
+        elif phase == "epoch" and info.get("val_accuracy") is not None:
+            self.acc = f"{100 * info['val_accuracy']:.1f}%"
+        what = "validating" if phase == "validate" else "epoch"
+        self.bar.update(self.task, description=f"{what} {self.epoch}/{self.epochs}  loss {self.loss}  val acc {self.acc}")
+
+
+def _summary(result: Any, model: str, pairs_jsonl: str) -> dict:
+    return {"out": str(result.out), "model": model, "train_file": pairs_jsonl, "interrupted": result.interrupted,
+            "train_triplets": result.n_train_triplets, "val_triplets": result.n_val_triplets,
+            "best_epoch": result.best_epoch, "curve": result.curve, "wall_s": round(result.wall_s, 2)}
+
+
+def _print_curve(summary: dict) -> None:
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.1f}%"
+
+    def num(v: float | None) -> str:
+        return "-" if v is None else f"{v:.4f}"
+
+    rows = [(p["epoch"], num(p["train_loss"]), pct(p["val_accuracy"]), num(p["val_loss"]),
+             "best" if p["epoch"] == summary["best_epoch"] else "") for p in summary["curve"]]
+    title = f"discff tune -> {summary['out']}" if not summary["interrupted"] else "discff tune (interrupted)"
+    print_table(title, ["epoch", "train loss", "val acc", "val loss", ""], rows, ["right"] * 4 + ["left"])

@@ -1,0 +1,161 @@
+"""Prompt deltas p^k, p^v (paper Eq. 5) and the `.safetensors` file `discff tune` writes.
+
+Each cross-attention layer gets W' = W + p for its key and value projections. The deltas are
+nn.Modules attached to the engine's `LSECrossAttnProcessor` (its `delta_k` / `delta_v` slots),
+so the frozen diffusers weights are never touched and removing the deltas restores the base
+model exactly. The file carries the base model's name and weight fingerprint so that deltas
+are never silently applied to a model they were not learned on.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from discff_cli.errors import DiscffError
+
+FORMAT = "discff-deltas/1"
+
+
+class FullDelta(torch.nn.Module):
+    """A full-rank p of W's shape [out, in], zero-initialised: the paper's default."""
+
+    def __init__(self, out_features: int, in_features: int) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(out_features, in_features))
+
+    def forward(self, context: torch.Tensor) -> torch.Tensor:
+        # Master weights stay fp32; cast to the activations' dtype (bf16 on GPU) for the product.
+        return F.linear(context, self.weight.to(context.dtype))
+
+
+class LowRankDelta(torch.nn.Module):
+    """p = B·A with rank r: B is zero-initialised, so p starts at exactly zero (as in LoRA)."""
+
+    def __init__(self, out_features: int, in_features: int, rank: int, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        a = torch.randn(rank, in_features, generator=generator) / in_features ** 0.5
+        self.A = torch.nn.Parameter(a)
+        self.B = torch.nn.Parameter(torch.zeros(out_features, rank))
+
+    def forward(self, context: torch.Tensor) -> torch.Tensor:
+        return F.linear(F.linear(context, self.A.to(context.dtype)), self.B.to(context.dtype))
+
+
+def make_delta(weight_shape: tuple[int, int], rank: int, generator: torch.Generator | None = None) -> torch.nn.Module:
+    out_features, in_features = weight_shape
+    if rank and rank < min(out_features, in_features):
+        return LowRankDelta(out_features, in_features, rank, generator)
+    return FullDelta(out_features, in_features)
+
+
+def attach_deltas(scorer: Any, rank: int = 0, seed: int = 0) -> list[torch.nn.Parameter]:
+    """Give every cross-attention layer zero-valued p^k, p^v; returns the new (trainable) parameters."""
+    generator = torch.Generator().manual_seed(seed)
+    params: list[torch.nn.Parameter] = []
+    for name, proc in scorer.processors.items():
+        attn = scorer.parts.unet.get_submodule(name)
+        for slot, linear in (("delta_k", attn.to_k), ("delta_v", attn.to_v)):
+            delta = make_delta(tuple(linear.weight.shape), rank, generator).to(scorer.device)
+            setattr(proc, slot, delta)
+            params.extend(delta.parameters())
+    return params
+
+
+def detach_deltas(scorer: Any) -> None:
+    """Back to the base model: no deltas, uniform head weights."""
+    for proc in scorer.processors.values():
+        proc.delta_k = proc.delta_v = None
+    scorer.head_weights.clear()
+
+
+def delta_tensors(scorer: Any) -> dict[str, torch.Tensor]:
+    """Flat name -> tensor map: `delta_k.<layer>.weight` (or `.A`/`.B`) and `head_weights.<layer>`."""
+    tensors: dict[str, torch.Tensor] = {}
+    for name, proc in scorer.processors.items():
+        for slot in ("delta_k", "delta_v"):
+            delta = getattr(proc, slot)
+            if delta is None:
+                continue
+            for pname, value in delta.named_parameters():
+                tensors[f"{slot}.{name}.{pname}"] = value.detach().float().cpu().clone()
+    for name, weights in scorer.head_weights.items():
+        tensors[f"head_weights.{name}"] = weights.detach().float().cpu().clone()
+    return tensors
+
+
+def load_delta_tensors(scorer: Any, tensors: dict[str, torch.Tensor], rank: int) -> None:
+    """Attach deltas of `rank` and copy `tensors` (as made by `delta_tensors`) into them."""
+    attach_deltas(scorer, rank)
+    with torch.no_grad():
+        for name, proc in scorer.processors.items():
+            for slot in ("delta_k", "delta_v"):
+                for pname, param in getattr(proc, slot).named_parameters():
+                    key = f"{slot}.{name}.{pname}"
+                    if key not in tensors or tuple(tensors[key].shape) != tuple(param.shape):
+                        raise DiscffError(f"The deltas do not fit this model: '{key}' is missing or has another shape.")
+                    param.copy_(tensors[key].to(param.device, param.dtype))
+    scorer.head_weights.clear()
+    for key, value in tensors.items():
+        if key.startswith("head_weights."):
+            scorer.head_weights[key[len("head_weights."):]] = value.clone()
+
+
+def save_deltas_file(path: str | Path, scorer: Any, rank: int, extra: dict[str, Any] | None = None) -> Path:
+    """Write deltas + head weights with metadata naming the base model, its fingerprint and the layers."""
+    from safetensors.torch import save_file
+
+    meta = {
+        "format": FORMAT,
+        "base_model": scorer.parts.name,
+        "fingerprint": scorer.parts.fingerprint,
+        "layers": list(scorer.layer_names),
+        "rank": int(rank),
+        "engine_config": scorer.config.to_dict(),
+        **(extra or {}),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(delta_tensors(scorer), str(tmp), metadata={"discff": json.dumps(meta)})
+    tmp.replace(path)  # a crash while writing never leaves a half file under the final name
+    return path
+
+
+def read_deltas_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors and metadata of a deltas file; anything unreadable is one clear error."""
+    from safetensors import safe_open
+
+    file = Path(path)
+    if not file.is_file():
+        raise DiscffError(f"Deltas file '{path}' does not exist.")
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            meta = json.loads((handle.metadata() or {}).get("discff", "null"))
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except Exception:  # safetensors raises several types for a non-safetensors file
+        raise DiscffError(f"'{path}' is not a deltas file made by `discff tune` (not readable as safetensors).") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise DiscffError(f"'{path}' is not a deltas file made by `discff tune` (no discff metadata).")
+    return tensors, meta
+
+
+def check_compatible(meta: dict[str, Any], scorer: Any, path: str | Path) -> None:
+    """Deltas learned on another base model would silently score nonsense: refuse them."""
+    if meta.get("fingerprint") != scorer.parts.fingerprint or meta.get("layers") != list(scorer.layer_names):
+        raise DiscffError(
+            f"Deltas '{path}' were made for base model '{meta.get('base_model')}' (fingerprint "
+            f"{meta.get('fingerprint')}), not for '{scorer.parts.name}' (fingerprint {scorer.parts.fingerprint}); "
+            "pass the --model they were tuned on or re-run `discff tune` for this model.")
+
+
+def apply_deltas_file(scorer: Any, path: str | Path) -> dict[str, Any]:
+    """Load `path` onto `scorer` (called by `load_scorer` for --deltas); returns the file's metadata."""
+    tensors, meta = read_deltas_file(path)
+    check_compatible(meta, scorer, path)
+    load_delta_tensors(scorer, tensors, int(meta.get("rank", 0)))
+    return meta
