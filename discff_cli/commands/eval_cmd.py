@@ -8,29 +8,13 @@ from pathlib import Path
 
 import click
 
-from discff_cli.errors import DiscffError, MissingModelError
+from discff_cli.clip_resolve import DEFAULT_CLIP, load_clip_cli
+from discff_cli.engine.config import DEFAULT_MODEL
+from discff_cli.errors import DiscffError
 from discff_cli.options import deltas_option, engine_options, json_option, pop_engine_config
 from discff_cli.render import print_json, print_table
 
-DEFAULT_CLIP = "ViT-H-14/laion2b_s32b_b79k"  # the index's default (index.clip_model.DEFAULT_CLIP)
 SYSTEM_LABELS = {"clip": "CLIP", "discffusion": "Discffusion"}
-
-
-def resolve_clip(spec: str) -> str:
-    """`demo` -> the bundled demo CLIP directory; anything else unchanged."""
-    from discff_cli.models import ASSETS
-
-    return str(ASSETS / "demo" / "clip") if spec == "demo" else spec
-
-
-def load_clip_model(spec: str, device: str):
-    from index.clip_model import load_clip
-    from index.errors import ModelUnavailable
-
-    try:
-        return load_clip(resolve_clip(spec), device=device)
-    except ModelUnavailable as exc:
-        raise MissingModelError(str(exc)) from None
 
 
 def limit_per_tag(items: list, n: int | None) -> list:
@@ -49,7 +33,7 @@ def limit_per_tag(items: list, n: int | None) -> list:
 def run_clip(spec: str, device: str, table, items, progress: bool) -> tuple[list, dict]:
     from discff_cli import evaluation as ev
 
-    clip = load_clip_model(spec, device)
+    clip = load_clip_cli(spec, device)
     start = time.perf_counter()
     scores = ev.clip_pair_scores(clip, table, progress=progress)
     info = {"model": spec, "fingerprint": clip.fingerprint, "seconds": round(time.perf_counter() - start, 2)}
@@ -105,10 +89,10 @@ def render_table(file: str, n_items: int, rows: list[dict], systems: dict[str, d
 @click.option("--no-diffusion", is_flag=True, help="Skip the Discffusion column.")
 @click.option("--max-per-tag", type=click.IntRange(min=1), default=None,
               help="Score only the first N items of each tag (a quick slice).")
-@engine_options()
+@engine_options(model_default=None)
 @deltas_option
 @json_option
-def eval_(file: str, clip_spec: str, no_clip: bool, no_diffusion: bool, max_per_tag: int | None, model: str,
+def eval_(file: str, clip_spec: str, no_clip: bool, no_diffusion: bool, max_per_tag: int | None, model: str | None,
           deltas: str | None, as_json: bool, **engine: object) -> None:
     """Measure CLIP and Discffusion on the labelled matching tasks in FILE (JSONL).
 
@@ -118,6 +102,7 @@ def eval_(file: str, clip_spec: str, no_clip: bool, no_diffusion: bool, max_per_
       {"text": t, "images": [a, b, c], "answer": k}     which image matches the text
       {"image": a, "texts": [t1, t2, t3], "answer": k}  which text matches the image
     Reports accuracy (= R@1), R@5 and Winoground text/image/group scores per tag.
+    --model defaults to 'demo' with --clip demo, else to Stable Diffusion 2.1-base.
     """
     from discff_cli import evaluation as ev
     from discff_cli.eval_data import load_items
@@ -127,6 +112,7 @@ def eval_(file: str, clip_spec: str, no_clip: bool, no_diffusion: bool, max_per_
     if deltas and not Path(deltas).is_file():
         raise DiscffError(f"Deltas file '{deltas}' does not exist.")
     config = pop_engine_config(engine)
+    model = model or ("demo" if clip_spec == "demo" else DEFAULT_MODEL)
     items = limit_per_tag(load_items(file), max_per_tag)
     table = ev.PairTable.of(items)
     progress = not as_json
