@@ -176,13 +176,18 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
 
 
 def sample_queries(embeddings: np.ndarray, count: int = 200, seed: int = 0) -> np.ndarray:
-    """Query-like vectors: normalised midpoints of two random items (not the items themselves)."""
+    """Query-like vectors that are not items themselves: half normalised midpoints of two random
+    items (between topics), half items moved by noise as large as the items' own spread (near a topic)."""
     rng = np.random.default_rng(seed)
-    n = len(embeddings)
-    a = np.asarray(embeddings[rng.integers(0, n, count)], dtype=np.float32)
-    b = np.asarray(embeddings[rng.integers(0, n, count)], dtype=np.float32)
-    mid = a + b
-    return mid / np.maximum(np.linalg.norm(mid, axis=1, keepdims=True), 1e-12)
+    n, dim = embeddings.shape
+    half = count // 2
+    a = np.asarray(embeddings[rng.integers(0, n, half)], dtype=np.float32)
+    b = np.asarray(embeddings[rng.integers(0, n, half)], dtype=np.float32)
+    c = np.asarray(embeddings[rng.integers(0, n, count - half)], dtype=np.float32)
+    spread = float(np.asarray(embeddings[rng.integers(0, n, 256)], dtype=np.float32).std(axis=0).mean())
+    near = c + rng.standard_normal(c.shape).astype(np.float32) * spread * 0.5
+    q = np.concatenate([a + b, near])
+    return q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
 
 
 @dataclass

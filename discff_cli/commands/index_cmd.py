@@ -76,7 +76,7 @@ def build(directory: str, index_dir: str, clip: str, model: str | None, device: 
                             max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
                             index_type=None if index_type == "auto" else index_type, rebuild=rebuild,
                             fail_after_batches=_fail_hook())
-        with _progress(console, quiet=as_json) as events:
+        with _Progress(console, quiet=as_json) as events:
             try:
                 summary = build_index(opts, clip_model, events)
             except KeyboardInterrupt:
@@ -101,7 +101,7 @@ def _fail_hook() -> int | None:
     return int(value) if value else None
 
 
-class _progress:
+class _Progress:
     """A rich progress bar (images/s) on stderr, driven by the builder's events."""
 
     def __init__(self, console, quiet: bool) -> None:

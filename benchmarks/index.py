@@ -1,0 +1,204 @@
+"""Index benchmark: build throughput (decode and embed separately) and search latency per index type.
+
+    python benchmarks/index.py                                   # tiny random CLIP on CPU, 10k and 100k vectors
+    python benchmarks/index.py --sizes 10000,100000,1000000 --dim 512
+    python benchmarks/index.py --skip-search --arch ViT-H-14 --device cuda --images 2048 --batch-size 128
+
+Build part: `--images` synthetic 512x384 JPEGs are written to a temp folder, then timed three ways:
+  decode   DataLoader workers decoding through index.imageio.open_rgb + the CLIP preprocess (no model)
+  embed    the CLIP forward pass alone on already-preprocessed batches (fp16 autocast on CUDA)
+  build    `index build` end to end (scan, hash, decode, embed, chunks, FAISS, manifest)
+The CLIP is the tiny random test model (`--arch tiny`) or an open_clip architecture with random
+weights (`--arch ViT-H-14`: same cost as the real weights, no download).
+
+Search part: synthetic clustered unit vectors (a mixture of `--clusters` Gaussian blobs, like real
+embeddings, which are far from uniform) at each size; every index type is built and tuned as
+`index build` does (its knob raised until recall@10 >= 0.98 on a sample), then timed one query at a
+time as `discff search` runs it: p50/p99 latency over `--queries` held-out queries and recall@10
+against exact search on them. Prints one table; `--json FILE` also writes the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", default="tiny", help="tiny | an open_clip architecture with random weights (ViT-H-14)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--images", type=int, default=512)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
+    p.add_argument("--embed-batches", type=int, default=None, help="batches timed for embed (default: all images)")
+    p.add_argument("--sizes", default="10000,100000", help="vector counts for the search part")
+    p.add_argument("--dim", type=int, default=1024, help="vector dimension (ViT-H-14: 1024)")
+    p.add_argument("--types", default="flat,hnsw,ivf_flat,ivf_pq")
+    p.add_argument("--clusters", type=int, default=1000)
+    p.add_argument("--queries", type=int, default=200)
+    p.add_argument("--faiss-threads", type=int, default=None, help="OpenMP threads of faiss (default: faiss')")
+    p.add_argument("--skip-build", action="store_true")
+    p.add_argument("--skip-search", action="store_true")
+    p.add_argument("--json", dest="json_path", default=None)
+    return p.parse_args(argv)
+
+
+# ---------------------------------------------------------------- build throughput
+
+
+def make_clip(arch: str, device: str):
+    """The CLIP under test, loaded through load_clip (tiny) or built with random weights (real architectures)."""
+    from index.clip_model import ClipModel, load_clip, weights_fingerprint
+
+    if arch == "tiny":
+        from index.tiny_clip import build_tiny_clip
+
+        return load_clip(build_tiny_clip(Path(tempfile.mkdtemp(prefix="tiny-clip-")) / "clip"), device)
+    import open_clip
+    import torch
+
+    with torch.device(device):  # random init directly on the GPU: seconds instead of a minute for ViT-H
+        model = open_clip.create_model(arch, pretrained=None)
+    model.eval()
+    preprocess = open_clip.image_transform(model.visual.image_size, is_train=False)
+    dim = model.text_projection.shape[1] if hasattr(model, "text_projection") else model.visual.output_dim
+    return ClipModel(model, preprocess, open_clip.get_tokenizer(arch), arch + " (random)",
+                     weights_fingerprint({}), int(dim), device)
+
+
+def write_images(folder: Path, count: int) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    base = rng.integers(0, 256, (384, 512, 3), dtype=np.uint8)
+    for i in range(count):
+        arr = np.roll(base, i * 7, axis=1)
+        arr[: 8 + i % 50] = (i * 37) % 256
+        Image.fromarray(arr).save(folder / f"img{i:06d}.jpg", quality=90)
+
+
+def bench_build(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from index.builder import BuildOptions, build_index
+    from index.dataset import DecodeDataset, make_loader
+    from index.imageio import DEFAULT_MAX_PIXELS
+
+    clip = make_clip(args.arch, args.device)
+    work = Path(tempfile.mkdtemp(prefix="discff-bench-"))
+    folder = work / "images"
+    write_images(folder, args.images)
+    rels = sorted(p.name for p in folder.iterdir())
+
+    dataset = DecodeDataset(folder, rels, clip.preprocess, DEFAULT_MAX_PIXELS, [None] * len(rels))
+    tick = time.perf_counter()
+    batches = [pixels for pixels, _ in make_loader(dataset, args.batch_size, args.workers)]
+    decode_s = time.perf_counter() - tick
+
+    n_batches = args.embed_batches or len(batches)
+    pool = [batches[i % len(batches)] for i in range(n_batches)]
+    clip.embed_pixels(pool[0])  # warm-up (CUDA context, kernels)
+    if clip.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    tick = time.perf_counter()
+    for pixels in pool:
+        clip.embed_pixels(pixels)  # returns numpy, so each call is synchronised
+    embed_s = time.perf_counter() - tick
+    embedded = sum(len(p) for p in pool)
+
+    opts = BuildOptions(root=folder, index_dir=work / "idx", clip_spec=args.arch, batch_size=args.batch_size,
+                        workers=args.workers)
+    summary = build_index(opts, clip)
+    return {
+        "arch": args.arch, "device": clip.device, "dim": clip.dim, "images": len(rels), "batch_size": args.batch_size,
+        "workers": args.workers, "image_size": "512x384 jpeg",
+        "decode_images_per_s": len(rels) / decode_s,
+        "embed_images_per_s": embedded / embed_s,
+        "build_images_per_s": summary.indexed / summary.seconds,
+        "build_seconds": summary.seconds,
+        "gpu_name": torch.cuda.get_device_name() if clip.device.startswith("cuda") else None,
+    }
+
+
+# ---------------------------------------------------------------- search latency
+
+
+def clustered_vectors(n: int, dim: int, clusters: int, seed: int) -> np.ndarray:
+    """Unit vectors drawn around `clusters` random centres (spread ~ like same-topic CLIP embeddings)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    out = np.empty((n, dim), np.float32)
+    step = 100_000
+    for start in range(0, n, step):
+        m = min(step, n - start)
+        x = centres[rng.integers(0, clusters, m)] + rng.standard_normal((m, dim)).astype(np.float32) * (0.8 / dim**0.5)
+        out[start:start + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
+
+
+def bench_search(args: argparse.Namespace) -> list[dict[str, Any]]:
+    import faiss
+
+    from index import faiss_index as fi
+
+    if args.faiss_threads:
+        faiss.omp_set_num_threads(args.faiss_threads)
+    rows = []
+    for n in (int(s) for s in args.sizes.split(",")):
+        x = clustered_vectors(n, args.dim, args.clusters, seed=0).astype(np.float16).astype(np.float32)
+        q = clustered_vectors(args.queries, args.dim, args.clusters, seed=0)  # same centres, fresh noise
+        q = q + np.random.default_rng(1).standard_normal(q.shape).astype(np.float32) * (0.5 / args.dim**0.5)
+        q /= np.linalg.norm(q, axis=1, keepdims=True)
+        truth = fi.exact_topk(x, q, 10)
+        for kind in args.types.split(","):
+            built = fi.build_tuned(x, kind)
+            lat = []
+            found = []
+            for query in q:
+                tick = time.perf_counter()
+                _, ids = fi.search(built.index, kind, built.params, query[None], 10, x)
+                lat.append((time.perf_counter() - tick) * 1000)
+                found.append(ids[0])
+            row = {"n": n, "dim": args.dim, "type": kind, "params": built.params,
+                   "build_s": round(built.build_seconds, 2), "p50_ms": float(np.percentile(lat, 50)),
+                   "p99_ms": float(np.percentile(lat, 99)), "recall_at_10": fi.recall_at_k(np.array(found), truth),
+                   "tuned_recall_at_10": built.recall_at_10}
+            rows.append(row)
+            print(f"  n={n:>9,} {kind:<8} build {row['build_s']:7.1f}s  p50 {row['p50_ms']:8.3f} ms  "
+                  f"p99 {row['p99_ms']:8.3f} ms  recall@10 {row['recall_at_10']:.3f}  {built.params}", flush=True)
+            del built
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    figures: dict[str, Any] = {"cpu_count": os.cpu_count()}
+    if not args.skip_build:
+        b = bench_build(args)
+        figures["build"] = b
+        print(f"build ({b['arch']}, {b['device']}{', ' + b['gpu_name'] if b['gpu_name'] else ''}, "
+              f"{b['images']} images {b['image_size']}, batch {b['batch_size']}, {b['workers']} workers):")
+        print(f"  decode {b['decode_images_per_s']:9.1f} images/s   embed {b['embed_images_per_s']:9.1f} images/s   "
+              f"index build end to end {b['build_images_per_s']:9.1f} images/s", flush=True)
+    if not args.skip_search:
+        print(f"search (one query at a time, k=10, dim {args.dim}, clustered synthetic vectors):", flush=True)
+        figures["search"] = bench_search(args)
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
