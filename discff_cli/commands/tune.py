@@ -57,9 +57,12 @@ def tune(pairs_jsonl: str, model: str, out: str, resume: bool, as_json: bool, **
 def run_tune(pairs_jsonl: str, model: str, engine: Any, config: Any, out: str, resume: bool, progress: bool) -> Any:
     from discff_cli.engine.scorer import load_scorer
     from training.tune import Tuner, prepare_for_training
-    from training.tune_data import read_examples
+    import random
 
-    read_examples(pairs_jsonl)  # bad lines fail before any model is loaded
+    from training.tune_data import epoch_triplets, read_examples, require_triplets
+
+    examples = read_examples(pairs_jsonl)  # bad lines and unusable files fail before any model is loaded
+    require_triplets(epoch_triplets(examples, examples, random.Random(0)), pairs_jsonl)
     scorer = load_scorer(model, engine)
     prepare_for_training(scorer)
     tuner = Tuner(scorer, pairs_jsonl, out, config)
