@@ -226,12 +226,14 @@ def build_tuned(embeddings: np.ndarray, kind: str, params: dict[str, Any] | None
                        "recall_at_10": round(recall, 4)})
         if recall >= target:
             break
-        if params[knob] < limit:
-            params[knob] = min(limit, params[knob] * 2)
-        elif kind == "ivf_pq" and params["refine"] < MAX_REFINE:
-            params["refine"] *= 2  # every list is scanned: the PQ ranking itself is the limit
-        else:
+        # ivf_pq alternates its two knobs: probing more lists cannot fix a shortlist cut by PQ error,
+        # and a longer exact re-scoring cannot fix lists never probed
+        tops = {knob: limit, "refine": MAX_REFINE}
+        grow = [name for name, top in tops.items() if name in params and params[name] < top]
+        if not grow:
             break
+        name = grow[len(tuning) % len(grow)] if kind == "ivf_pq" else grow[0]
+        params[name] = min(tops[name], params[name] * 2)
     return Built(index, kind, params, recall, len(q), build_seconds, tuning)
 
 
