@@ -58,7 +58,8 @@ def test_a_file_with_no_usable_triplet_is_an_error(tmp_path):
 def test_a_short_tune_run_changes_the_loss_and_writes_deltas_discff_score_accepts(tiny_sd_dir, colour_pairs, tmp_path):
     out = tmp_path / "tuned.safetensors"
     result = invoke(["tune", str(colour_pairs), "--model", str(tiny_sd_dir), "--epochs", "3", "--batch-size", "4",
-                     "--lr", "1e-2", "--val-fraction", "0.25", "--out", str(out), "--json", *FAST_CLI])
+                     "--lr", "1e-2", "--val-fraction", "0.25", "--negatives-per-line", "0", "--out", str(out),
+                     "--json", *FAST_CLI])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     losses = [p["train_loss"] for p in summary["curve"][1:]]

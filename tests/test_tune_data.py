@@ -16,13 +16,15 @@ def test_labelled_pairs_sharing_an_image_or_a_text_form_triplets(tmp_path):
             {"image": "green_0.png", "text": "a green picture", "negative_images": ["yellow_0.png"]},
             {"image": "yellow_0.png", "text": "a yellow picture", "negative_texts": ["a green picture"], "tag": "x"}]
     examples = read_examples(write_jsonl(tmp_path / "pairs.jsonl", rows))
-    triplets = epoch_triplets(examples, examples, random.Random(0))
+    triplets = epoch_triplets(examples, examples, random.Random(0), per_line=0)
     p = lambda name: str((tmp_path / name).resolve())  # noqa: E731
     assert sorted(triplets, key=str) == sorted([
         Triplet(p("red_0.png"), "a red picture", neg_text="a blue picture"),
         Triplet(p("red_0.png"), "a red picture", neg_image=p("blue_0.png")),
         Triplet(p("green_0.png"), "a green picture", neg_image=p("yellow_0.png")),
         Triplet(p("yellow_0.png"), "a yellow picture", neg_text="a green picture")], key=str)
+    one_each = epoch_triplets(examples, examples, random.Random(0), per_line=1)
+    assert len(one_each) == 3 and set(one_each) <= set(triplets)
 
 
 def test_a_positive_without_negatives_gets_one_sampled_from_the_other_lines_fresh_each_epoch(tmp_path):

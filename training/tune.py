@@ -39,6 +39,7 @@ class TuneConfig:
     weight_decay: float = 1e-2
     grad_clip: float = 1.0
     val_fraction: float = 0.1
+    negatives_per_line: int = 1   # stated triplets drawn per line and epoch; 0 = all of them
     head_weighting: bool = True
     checkpoint_every: int = 20    # steps between resume checkpoints
 
@@ -134,7 +135,8 @@ class Tuner:
             train, val = examples, []  # too few lines to hold any out: train on all, keep the last deltas
         td.require_triplets(td.epoch_triplets(train, train, random.Random(0)), train_file)
         self.train_examples = train
-        self.val_triplets = td.epoch_triplets(val, examples, random.Random(f"discff-tune/val/{config.seed}"))
+        self.val_triplets = td.epoch_triplets(val, examples, random.Random(f"discff-tune/val/{config.seed}"),
+                                              config.negatives_per_line)
         everything = td.epoch_triplets(examples, examples, random.Random(0)) + self._all_sampling_candidates(examples)
         self.cache = PairCache(scorer, everything + self.val_triplets)
         self.params = attach_deltas(scorer, config.rank, config.seed)
@@ -152,7 +154,7 @@ class Tuner:
     def epoch_batches(self, epoch: int) -> list[list[td.Triplet]]:
         """Deterministic per (seed, epoch): a resumed run sees the same batches."""
         rng = random.Random(f"discff-tune/epoch/{self.config.seed}/{epoch}")
-        triplets = td.epoch_triplets(self.train_examples, self.train_examples, rng)
+        triplets = td.epoch_triplets(self.train_examples, self.train_examples, rng, self.config.negatives_per_line)
         rng.shuffle(triplets)
         size = max(1, self.config.batch_size)
         return [triplets[i:i + size] for i in range(0, len(triplets), size)]

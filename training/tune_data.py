@@ -131,11 +131,10 @@ def split_examples(examples: list[Example], val_fraction: float, seed: int) -> t
     return [e for i, e in enumerate(examples) if i not in held], [e for i, e in enumerate(examples) if i in held]
 
 
-def explicit_triplets(examples: list[Example]) -> tuple[list[Triplet], list[Example]]:
-    """Triplets the file states; and the positives left without any negative (to be sampled)."""
-    triplets: list[Triplet] = []
+def explicit_triplets(examples: list[Example]) -> list[tuple[Example, list[Triplet]]]:
+    """Per positive line, the triplets the file states (its own negatives, label-0 pairs sharing its image or text)."""
     negatives = [e for e in examples if e.label == 0]
-    lonely = []
+    per_line = []
     for ex in examples:
         if ex.label == 0:
             continue
@@ -143,10 +142,8 @@ def explicit_triplets(examples: list[Example]) -> tuple[list[Triplet], list[Exam
         mine += [Triplet(ex.image, ex.text, neg_image=i) for i in ex.negative_images]
         mine += [Triplet(ex.image, ex.text, neg_text=n.text) for n in negatives if n.image == ex.image and n.text != ex.text]
         mine += [Triplet(ex.image, ex.text, neg_image=n.image) for n in negatives if n.text == ex.text and n.image != ex.image]
-        triplets += mine
-        if not mine:
-            lonely.append(ex)
-    return triplets, lonely
+        per_line.append((ex, mine))
+    return per_line
 
 
 def sampled_triplet(ex: Example, pool: list[Example], rng: random.Random) -> Triplet | None:
@@ -161,14 +158,19 @@ def sampled_triplet(ex: Example, pool: list[Example], rng: random.Random) -> Tri
     return Triplet(ex.image, ex.text, neg_image=rng.choice(images))
 
 
-def epoch_triplets(examples: list[Example], pool: list[Example], rng: random.Random) -> list[Triplet]:
-    """All explicit triplets plus one freshly sampled triplet per positive that has no negative."""
-    triplets, lonely = explicit_triplets(examples)
+def epoch_triplets(examples: list[Example], pool: list[Example], rng: random.Random,
+                   per_line: int = 0) -> list[Triplet]:
+    """The triplets of one epoch: each positive line's stated triplets (`per_line` of them drawn at
+    random when > 0, so an epoch costs the same for 1 or 9 negatives a line), or one sampled from `pool`."""
     positives = [e for e in pool if e.label == 1]
-    for ex in lonely:
-        sampled = sampled_triplet(ex, positives, rng)
-        if sampled is not None:
-            triplets.append(sampled)
+    triplets: list[Triplet] = []
+    for ex, mine in explicit_triplets(examples):
+        if not mine:
+            sampled = sampled_triplet(ex, positives, rng)
+            mine = [sampled] if sampled is not None else []
+        elif 0 < per_line < len(mine):
+            mine = rng.sample(mine, per_line)
+        triplets += mine
     return triplets
 
 

@@ -25,6 +25,8 @@ DEFAULT_TRIPLETS_PER_STEP = 8
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-2, show_default=True)
 @click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
               help="Share of lines held out and scored every epoch; the best epoch's deltas are kept.")
+@click.option("--negatives-per-line", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Triplets drawn per line and epoch from the line's own negatives; 0 = all.")
 @click.option("--head-weighting/--no-head-weighting", default=True, show_default=True,
               help="Dynamic attention-head weighting (paper Eq. 7).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from the checkpoint next to --out.")
@@ -40,7 +42,8 @@ def tune(pairs_jsonl: str, model: str, out: str, resume: bool, as_json: bool, **
     from training.tune import TuneConfig
 
     triplets_per_step = options.pop("batch_size") or DEFAULT_TRIPLETS_PER_STEP
-    tune_keys = ("epochs", "rank", "margin", "lr", "weight_decay", "val_fraction", "head_weighting")
+    tune_keys = ("epochs", "rank", "margin", "lr", "weight_decay", "val_fraction", "negatives_per_line",
+                 "head_weighting")
     config = TuneConfig(batch_size=triplets_per_step, seed=options["seed"], **{k: options.pop(k) for k in tune_keys})
     engine = pop_engine_config({**options, "batch_size": 0})
     result = run_tune(pairs_jsonl, model, engine, config, out, resume, progress=not as_json)
