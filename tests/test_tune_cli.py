@@ -61,7 +61,7 @@ def test_a_short_tune_run_changes_the_loss_and_writes_deltas_discff_score_accept
                      "--lr", "1e-2", "--val-fraction", "0.25", "--negatives-per-line", "0", "--out", str(out),
                      "--json", *FAST_CLI])
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output)
+    summary = json.loads(result.stdout)
     losses = [p["train_loss"] for p in summary["curve"][1:]]
     assert len(losses) == 3 and losses[-1] != losses[0]
     assert [p["epoch"] for p in summary["curve"]] == [0, 1, 2, 3]
@@ -101,7 +101,7 @@ def test_resume_continues_an_interrupted_run_through_the_cli(tiny_parts, tiny_sd
     assert_one_sentence_error(other, "belongs to another run")
     result = invoke([*args, "--resume"])
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output)
+    summary = json.loads(result.stdout)
     assert [p["epoch"] for p in summary["curve"]] == [0, 1, 2] and out.is_file()
     assert not checkpoint_path(out).exists()
 

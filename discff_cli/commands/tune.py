@@ -46,14 +46,14 @@ def tune(pairs_jsonl: str, model: str, out: str, resume: bool, as_json: bool, **
                  "head_weighting")
     config = TuneConfig(batch_size=triplets_per_step, seed=options["seed"], **{k: options.pop(k) for k in tune_keys})
     engine = pop_engine_config({**options, "batch_size": 0})
-    result = run_tune(pairs_jsonl, model, engine, config, out, resume, progress=not as_json)
+    result = run_tune(pairs_jsonl, model, engine, config, out, resume, progress=True)  # stderr: --json stays clean
     summary = _summary(result, model, pairs_jsonl)
     if as_json:
         print_json(summary)
     else:
         _print_curve(summary)
     if result.interrupted:
-        click.echo(f"Interrupted; run the same command with --resume to continue.", err=True)
+        click.echo("Interrupted; run the same command with --resume to continue.", err=True)
         raise SystemExit(130)
 
 
