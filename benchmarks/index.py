@@ -47,6 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--types", default="flat,hnsw,ivf_flat,ivf_pq")
     p.add_argument("--clusters", type=int, default=1000)
     p.add_argument("--queries", type=int, default=200)
+    p.add_argument("--torch-threads", type=int, default=None, help="intra-op threads of torch (default: torch')")
     p.add_argument("--faiss-threads", type=int, default=None, help="OpenMP threads of faiss (default: faiss')")
     p.add_argument("--skip-build", action="store_true")
     p.add_argument("--skip-search", action="store_true")
@@ -96,6 +97,8 @@ def bench_build(args: argparse.Namespace) -> dict[str, Any]:
     from index.dataset import DecodeDataset, make_loader
     from index.imageio import DEFAULT_MAX_PIXELS
 
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     clip = make_clip(args.arch, args.device)
     work = Path(tempfile.mkdtemp(prefix="discff-bench-"))
     folder = work / "images"
