@@ -220,12 +220,6 @@ def reverse_relation(scene: Scene) -> Scene:
     return Scene(scene.objects, INVERSE[scene.relation])
 
 
-def swap_positions(scene: Scene) -> Scene:
-    """The renderable counterpart of a reversed relation: the two objects trade places."""
-    a, b = scene.objects
-    return Scene((replace(a, cx=b.cx, cy=b.cy), replace(b, cx=a.cx, cy=a.cy)), scene.relation and INVERSE[scene.relation])
-
-
 def replaced_attribute_scenes(scene: Scene) -> list[Scene]:
     """Each object with its colour (or shape) replaced by one that is not in the scene."""
     used_c = {o.colour for o in scene.objects}
