@@ -114,6 +114,19 @@ def build_models():
             UNet2DConditionModel(**UNET_CONFIG))
 
 
+def load_models(model_dir: Path, device):
+    """VAE, text encoder and U-Net of a saved demo model, in fp32, to continue training."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    d = str(model_dir)
+    vae = AutoencoderKL.from_pretrained(d, subfolder="vae", local_files_only=True)
+    te = CLIPTextModel.from_pretrained(d, subfolder="text_encoder", local_files_only=True)
+    unet = UNet2DConditionModel.from_pretrained(d, subfolder="unet", local_files_only=True)
+    return tuple(m.to(device, torch.float32).eval() for m in (vae, te, unet))
+
+
 def _lr_factor(progress: float, step: int, warmup: int) -> float:
     """Linear warm-up, then cosine decay to 5% over training progress in [0, 1]."""
     w = min(1.0, (step + 1) / max(1, warmup))
@@ -317,7 +330,8 @@ def _write_curve(path: Path, rows: list[dict]) -> None:
 # ----------------------------------------------------------------------------- main
 
 
-def train(cfg: TrainConfig, out: Path, results: Path, device_name: str, workers: int) -> dict:
+def train(cfg: TrainConfig, out: Path, results: Path, device_name: str, workers: int,
+          init_from: Path | None = None) -> dict:
     import torch
     from transformers import CLIPTokenizer
 
@@ -349,12 +363,19 @@ def train(cfg: TrainConfig, out: Path, results: Path, device_name: str, workers:
     table = CaptionTable(scenes, tok, device)
     log(f"{table.n_unique} distinct captions")
     images = torch.from_numpy(images_np).to(device)
-    vae, text_encoder, unet = build_models()
     t_vae = time.time()
-    vae_curve = train_vae(vae, images, cfg, device, log)
-    lat_mean, lat_std = encode_all(vae, images, device)
-    scaling = float(1.0 / lat_mean.std())
-    vae.register_to_config(scaling_factor=scaling)
+    if init_from is None:
+        vae, text_encoder, unet = build_models()
+        vae_curve = train_vae(vae, images, cfg, device, log)
+        lat_mean, lat_std = encode_all(vae, images, device)
+        scaling = float(1.0 / lat_mean.std())
+        vae.register_to_config(scaling_factor=scaling)
+    else:  # continue a saved model: its VAE (and scaling) stay frozen, U-Net + text train on
+        vae, text_encoder, unet = load_models(init_from, device)
+        vae_curve = []
+        lat_mean, lat_std = encode_all(vae, images, device)
+        scaling = float(vae.config.scaling_factor)
+        log(f"continuing {init_from}")
     recon = vae_recon_check(vae, 200, device)
     log(f"vae: scaling_factor {scaling:.4f}, recon check {recon}, {time.time() - t_vae:.0f}s")
     del images
@@ -373,6 +394,7 @@ def train(cfg: TrainConfig, out: Path, results: Path, device_name: str, workers:
         "scaling_factor": scaling,
         "vae_recon_check": recon,
         "vae_final": vae_curve[-1] if vae_curve else None,
+        "init_from": str(init_from) if init_from else None,
         "unet_steps": unet_curve[-1]["step"] if unet_curve else 0,
         "unet_final_loss": unet_curve[-1]["loss"] if unet_curve else None,
         "time_s": {"total": time.time() - t_start, "unet": unet_s},
@@ -389,6 +411,8 @@ def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
     p.add_argument("--results", type=Path, default=Path("training/results/diffusion"))
     p.add_argument("--device", default="cuda")
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)))
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="continue training a saved model (VAE frozen); e.g. the bundled one, with a bigger batch")
     p.add_argument("--time-budget", type=float, default=None, help="seconds of U-Net training (0 = use --unet-steps)")
     for name, val in TrainConfig().to_dict().items():
         if name == "time_budget_s":
@@ -402,7 +426,7 @@ def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
 
 def main(argv=None) -> None:
     cfg, args = parse_args(argv)
-    train(cfg, args.out, args.results, args.device, args.workers)
+    train(cfg, args.out, args.results, args.device, args.workers, args.init_from)
 
 
 if __name__ == "__main__":
