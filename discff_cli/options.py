@@ -29,7 +29,7 @@ def _parse_layers(ctx: click.Context, param: click.Parameter, value: str) -> str
 
 
 def engine_options(model_default: str | None = DEFAULT_MODEL) -> Callable:
-    """Decorate a command with --model --steps --levels --seed --layers --lse-lambda --device --batch-size.
+    """Decorate a command with --model --steps --levels --seed --layers --lse-lambda --device --batch-size --prune.
 
     `model_default=None` lets a command decide the model itself (search reads the index manifest).
     """
@@ -49,6 +49,10 @@ def engine_options(model_default: str | None = DEFAULT_MODEL) -> Callable:
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
         click.option("--batch-size", type=click.IntRange(min=0), default=0, show_default=True,
                      help="U-Net items per forward pass; 0 picks one from the memory budget."),
+        click.option("--mask-padding", is_flag=True, default=False,
+                     help="Pool only over the prompt's tokens (SOS, words, EOS), not the padding (default: all 77)."),
+        click.option("--prune", is_flag=True, default=False,
+                     help="Successive halving: drop clear losers after a coarse part of the grid (fewer U-Net passes)."),
     ]
 
     def decorate(f: Callable) -> Callable:
@@ -70,7 +74,7 @@ def json_option(f: Callable) -> Callable:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(f)
 
 
-ENGINE_KEYS = ("steps", "levels", "seed", "layers", "lse_lambda", "device", "batch_size")
+ENGINE_KEYS = ("steps", "levels", "seed", "layers", "lse_lambda", "device", "batch_size", "mask_padding", "prune")
 
 
 def pop_engine_config(kwargs: dict[str, Any]) -> EngineConfig:

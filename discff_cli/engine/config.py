@@ -21,6 +21,7 @@ class EngineConfig:
     batch_size: int = 0                  # U-Net items per call; 0 = from the memory budget
     mask_padding: bool = False           # drop padding tokens from the LSE (an option to measure)
     timesteps: tuple[int, ...] | None = field(default=None)  # explicit grid; overrides steps
+    prune: bool = False                  # successive halving for one query's candidates (engine/prune.py)
 
     def to_dict(self) -> dict:
         return asdict(self)

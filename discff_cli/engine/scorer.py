@@ -68,6 +68,7 @@ class Scorer:
         self._latents: dict[str, torch.Tensor] = {}
         self._texts: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.unet_passes = 0
+        self.last_prune = None  # PruneReport of the last pruned ranking (config.prune)
 
     # ----- set-up -------------------------------------------------------------------------
 
@@ -152,10 +153,28 @@ class Scorer:
         return scores.double().cpu().numpy()
 
     def score_texts(self, image: ImageInput, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        """One image, many captions (successive halving with `config.prune`)."""
+        if self.config.prune:
+            return self._score_pruned([image] * len(texts), list(texts))
         return self.score_pairs([image] * len(texts), list(texts), progress)
 
     def score_images(self, images: Sequence[ImageInput], text: str, progress: bool = False) -> np.ndarray:
+        """Many images, one query (successive halving with `config.prune`)."""
+        if self.config.prune:
+            return self._score_pruned(list(images), [text] * len(images))
         return self.score_pairs(list(images), [text] * len(images), progress)
+
+    def _score_pruned(self, images: list[ImageInput], texts: list[str]) -> np.ndarray:
+        """Candidates of one query by successive halving (engine/prune.py); cost kept in `last_prune`."""
+        from discff_cli.engine.prune import prune_scores
+
+        if not images:
+            return np.zeros(0)
+        latents = self.encode_images(images)
+        text_states, token_mask = self.encode_texts(texts)
+        with torch.inference_mode():
+            scores, self.last_prune = prune_scores(self, latents, text_states, token_mask)
+        return scores.cpu().numpy()
 
     def score_latents(self, latents: torch.Tensor, text_states: torch.Tensor, token_mask: torch.Tensor | None = None,
                       conditions: Sequence[Condition] | None = None, progress: bool = False) -> torch.Tensor:
@@ -171,6 +190,7 @@ class Scorer:
         n_pairs, n_cond = latents.shape[0], len(conditions)
         items = [(p, c) for p in range(n_pairs) for c in range(n_cond)]
         batch = self.config.batch_size or auto_batch_size(self.parts.unet, self.latent_shape, self.device, self.dtype)
+        batch = -(-len(items) // -(-len(items) // batch)) if items else batch  # equal chunks, no small tail
         noise = {c.timestep: self.noise_for(c.timestep) for c in conditions}
         chunks = []
         advance = _progress_bar(len(items), progress)

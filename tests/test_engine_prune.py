@@ -1,0 +1,96 @@
+"""--prune (successive halving): fewer U-Net passes, the same clear winner, deterministic; CLI flag wired."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from discff_cli.engine.config import EngineConfig
+from discff_cli.engine.prune import ordered_conditions, spread_order
+from discff_cli.engine.scorer import Scorer
+
+
+TEXTS = ["a blue circle above a yellow triangle", "a yellow circle above a blue triangle", "a photo of a cat",
+         "an empty gray scene", "!"]
+
+
+@pytest.fixture(scope="module")
+def demo_parts():
+    from discff_cli.models import DEMO_MODEL_DIR, load_sd
+
+    if not (DEMO_MODEL_DIR / "unet").is_dir():
+        pytest.skip("the bundled demo model is not in this checkout")
+    return load_sd("demo")
+
+
+def _scorer(parts, prune: bool) -> Scorer:
+    return Scorer(parts, EngineConfig(steps=4, levels=(0.3, 0.7), device="cpu", batch_size=64, prune=prune))
+
+
+def _image():
+    from training import world
+
+    _, example = next(iter(world.iter_split("test", 1, 0, n_objects=2)))
+    return example.image
+
+
+def test_spread_order_covers_the_grid_once_and_spreads_the_first_timesteps():
+    order = spread_order(10, 4)
+    assert sorted(order) == [(s, l) for s in range(10) for l in range(4)]
+    first = sorted(s for s, _ in order[:5])
+    assert first[0] == 0 and first[-1] == 9  # both ends of the schedule in the coarsest round
+
+
+def test_prune_uses_fewer_passes_and_keeps_the_clear_winner(demo_parts):
+    image = _image()
+    full = _scorer(demo_parts, prune=False)
+    latents = full.encode_images([image] * len(TEXTS))
+    states, mask = full.encode_texts(TEXTS)
+    with torch.inference_mode():
+        per_condition = full.score_conditions(latents, states, mask)
+    top = int(per_condition.mean(dim=1).argmax())
+    others = [i for i in range(len(TEXTS)) if i != top]
+    assert bool((per_condition[top] > per_condition[others]).all())  # hand-made: it wins under every condition
+    pruned = _scorer(demo_parts, prune=True)
+    scores = pruned.score_texts(image, TEXTS)
+    assert int(np.argmax(scores)) == top
+    assert pruned.unet_passes * 2 <= len(TEXTS) * len(full.conditions)
+    assert pruned.last_prune.passes == pruned.unet_passes
+    again = _scorer(demo_parts, prune=True)
+    assert np.array_equal(again.score_texts(image, TEXTS), scores) and again.unet_passes == pruned.unet_passes
+
+
+def test_pruned_survivor_scores_equal_full_scores_on_the_grid_they_saw(tiny_parts):
+    from PIL import Image
+
+    images = [Image.new("RGB", (64, 64), (200, 30, 30)), Image.new("RGB", (64, 64), (30, 30, 200))]
+    pruned = _scorer(tiny_parts, prune=True)
+    scores = pruned.score_images(images, "x")
+    rounds = pruned.last_prune.rounds
+    seen = ordered_conditions(pruned.conditions)[:rounds[-1][1]]
+    full = _scorer(tiny_parts, prune=False)
+    latents = full.encode_images(images)
+    states, mask = full.encode_texts(["x", "x"])
+    with torch.inference_mode():
+        per_cond = full.score_conditions(latents, states, mask, seen).mean(dim=1)
+    winner = int(np.argmax(scores))
+    assert abs(float(per_cond[winner]) - scores[winner]) < 1e-5
+
+
+def test_prune_flag_reaches_the_engine_config():
+    import click
+
+    from discff_cli.options import engine_options, pop_engine_config
+
+    seen = {}
+
+    @click.command()
+    @engine_options()
+    def cmd(model, **kwargs):
+        seen["config"] = pop_engine_config(kwargs)
+
+    from click.testing import CliRunner
+
+    assert CliRunner().invoke(cmd, ["--prune"]).exit_code == 0 and seen["config"].prune is True
+    assert CliRunner().invoke(cmd, []).exit_code == 0 and seen["config"].prune is False
