@@ -114,17 +114,21 @@ def _load_from(source: str, name: str, device: str, dtype: Any, local_only: bool
 
 
 def _load_parts(source: str, name: str, device: str, dtype: Any, common: dict) -> SDParts:
+    import torch
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=dtype, **common)
-    unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=dtype, **common)
-    text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", torch_dtype=dtype, **common)
+    # Loaded in fp32 and fingerprinted before the cast, so deltas tuned on a CPU (fp32) are accepted
+    # on a GPU (bf16) and the other way round: the fingerprint names the weights, not their dtype.
+    fp32 = torch.float32
+    vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=fp32, **common)
+    unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=fp32, **common)
+    text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", torch_dtype=fp32, **common)
     tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **common)
     scheduler = DDIMScheduler.from_pretrained(source, subfolder="scheduler", **common)
-    for module in (vae, unet, text_encoder):
-        module.requires_grad_(False).eval().to(device)
     fingerprint = weights_fingerprint({"unet": unet, "text_encoder": text_encoder})
+    for module in (vae, unet, text_encoder):
+        module.requires_grad_(False).eval().to(device, dtype)
     return SDParts(name, vae, unet, tokenizer, text_encoder, scheduler, fingerprint)
 
 

@@ -126,3 +126,12 @@ def test_grid_is_the_ddim_schedule_times_the_levels(tiny_parts):
     timesteps = sorted({c.timestep for c in scorer.conditions}, reverse=True)
     assert timesteps == [901, 801, 701, 601, 501, 401, 301, 201, 101, 1]
     assert len(scorer.conditions) == 40
+
+
+def test_fingerprint_names_the_weights_not_their_dtype(tiny_sd_dir, tiny_parts):
+    """Deltas tuned in fp32 on a CPU must be accepted by the same model loaded in bf16 on a GPU."""
+    from discff_cli.models import load_sd
+
+    half = load_sd(str(tiny_sd_dir), dtype=torch.bfloat16)
+    assert next(half.unet.parameters()).dtype == torch.bfloat16
+    assert half.fingerprint == tiny_parts.fingerprint
