@@ -55,10 +55,12 @@ def _memory(ctx: click.Context, param: click.Parameter, value: str) -> int:
 @click.option("--max-pixels", type=click.IntRange(min=1), default=None,
               help="Images larger than this are skipped as decompression bombs (default 100M).")
 @click.option("--rebuild", is_flag=True, help="Ignore the existing index and embed everything again.")
+@click.option("--latents", is_flag=True,
+              help="Also store each image's VAE latent (float16) so `search --rerank` skips the VAE.")
 @json_option
 def build(directory: str, index_dir: str, clip: str, model: str | None, device: str, batch_size: int,
           workers: int | None, max_memory: int, index_type: str, max_pixels: int | None, rebuild: bool,
-          as_json: bool) -> None:
+          latents: bool, as_json: bool) -> None:
     """Embed every image under DIRECTORY (recursively) into the index; only new or changed files are embedded."""
     from index.builder import BuildEvents, BuildOptions, build_index
     from index.imageio import DEFAULT_MAX_PIXELS
@@ -83,6 +85,31 @@ def build(directory: str, index_dir: str, clip: str, model: str | None, device: 
                 raise DiscffError("Interrupted; the batches embedded so far are kept, run the same command "
                                   "again to resume.", exit_code=130) from None
     _report(summary, index_dir, as_json, console)
+    if latents:
+        _store_latents(index_dir, device, console, quiet=as_json)
+
+
+def _store_latents(index_dir: str, device: str, console, quiet: bool) -> None:
+    """Encode every indexed image with the index's reranking model (incremental, like the build)."""
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from discff_cli.engine.config import EngineConfig
+    from discff_cli.engine.latent_store import update_latent_store
+    from discff_cli.engine.scorer import load_scorer
+    from index.search import SearchIndex
+
+    index = SearchIndex(index_dir)
+    paths = [index.root / rel for rel in index.rel_by_row]
+    scorer = load_scorer(index.manifest["model"], EngineConfig(device=device))
+    start = time.perf_counter()
+    with Progress(TextColumn("VAE latents"), BarColumn(), MofNCompleteColumn(), console=console,
+                  disable=quiet, transient=True) as bar:
+        task = bar.add_task("latents", total=len(paths))
+        counts = update_latent_store(index_dir, scorer, paths, lambda n: bar.advance(task, n))
+    click.echo(f"latents: encoded {counts['encoded']}, reused {counts['reused']}, dropped {counts['dropped']} "
+               f"in {time.perf_counter() - start:.1f}s", err=True)
 
 
 def _existing_manifest(index_dir: str) -> dict | None:

@@ -62,7 +62,11 @@ def run_search(query: str, index_dir: str, top: int | None, rerank: int | None, 
 
         head = hits[:rerank]
         _check_files(head)
-        scores = load_scorer(model, config, deltas).score_images([h.path for h in head], query, progress=progress)
+        from discff_cli.engine.latent_store import seed_from_store
+
+        scorer = load_scorer(model, config, deltas)
+        seed_from_store(scorer, index_dir, [h.path for h in head])  # skips the VAE when built with --latents
+        scores = scorer.score_images([h.path for h in head], query, progress=progress)
         rerank_scores = {h.row: float(s) for h, s in zip(head, scores)}
         order = sorted(range(len(head)), key=lambda i: (-float(scores[i]), i))
         hits = [head[i] for i in order] + hits[rerank:]

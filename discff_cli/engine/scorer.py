@@ -126,6 +126,11 @@ class Scorer:
                 self._latents[key] = z.float().cpu()
         return torch.stack([self._latents[k] for k in keys])
 
+    def seed_latents(self, latents: dict[str, "np.ndarray"]) -> None:
+        """Fill the latent cache from a persistent store (keys from preprocess.image_key)."""
+        for key, z in latents.items():
+            self._latents[key] = torch.from_numpy(np.asarray(z, dtype=np.float32))
+
     def encode_texts(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Text encoder hidden states [N, m, d] and the token mask [N, m] (True = real token)."""
         todo = [t for t in dict.fromkeys(texts) if t not in self._texts]

@@ -1,0 +1,82 @@
+"""Persistent VAE latents in the index directory, so `search --rerank` skips the VAE.
+
+`latents.npy` (float16 [N, C, h, w], memory-mapped: a rerank reads only its candidates' rows)
+and `latents.json` (the scorer's content keys, row by row, and the model fingerprint and
+resolution they were made with). Keys are the scorer's own content hashes, so a renamed file
+still hits and a changed file misses. Written to temp files and renamed, like the index.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+ARRAY, META = "latents.npy", "latents.json"
+
+
+def _read_meta(index_dir: Path) -> dict[str, Any] | None:
+    meta_path = index_dir / META
+    if not meta_path.is_file() or not (index_dir / ARRAY).is_file():
+        return None
+    return json.loads(meta_path.read_text())
+
+
+def _compatible(meta: dict[str, Any] | None, scorer: Any) -> bool:
+    return bool(meta) and meta["fingerprint"] == scorer.parts.fingerprint and meta["resolution"] == scorer.parts.resolution
+
+
+def update_latent_store(index_dir: str | Path, scorer: Any, paths: Sequence[str | Path],
+                        advance: Callable[[int], None] = lambda n: None, batch: int = 32) -> dict[str, int]:
+    """Encode the images not stored yet, drop the ones no longer indexed; returns counts."""
+    from discff_cli.engine.preprocess import image_key
+
+    index_dir = Path(index_dir)
+    keys = list(dict.fromkeys(image_key(p) for p in paths))
+    key_of = dict(zip((image_key(p) for p in paths), paths))
+    meta = _read_meta(index_dir)
+    old_rows = {k: i for i, k in enumerate(meta["keys"])} if _compatible(meta, scorer) else {}
+    old = np.load(index_dir / ARRAY, mmap_mode="r") if old_rows else None
+    todo = [k for k in keys if k not in old_rows]
+    fresh: dict[str, np.ndarray] = {}
+    for start in range(0, len(todo), batch):
+        chunk = todo[start:start + batch]
+        latents = scorer.encode_images([key_of[k] for k in chunk])
+        fresh.update({k: z.numpy().astype(np.float16) for k, z in zip(chunk, latents)})
+        advance(len(chunk))
+    rows = [old[old_rows[k]] if k in old_rows else fresh[k] for k in keys]
+    shape = (len(keys), *scorer.latent_shape)
+    _atomic_save(index_dir, np.stack(rows) if rows else np.zeros(shape, np.float16),
+                 {"keys": keys, "fingerprint": scorer.parts.fingerprint, "model": scorer.parts.name,
+                  "resolution": scorer.parts.resolution})
+    return {"encoded": len(todo), "reused": len(keys) - len(todo), "dropped": len(set(old_rows) - set(keys))}
+
+
+def _atomic_save(index_dir: Path, array: np.ndarray, meta: dict[str, Any]) -> None:
+    tmp_array, tmp_meta = index_dir / (ARRAY + ".tmp.npy"), index_dir / (META + ".tmp")
+    np.save(tmp_array, array)
+    tmp_meta.write_text(json.dumps(meta))
+    os.replace(tmp_array, index_dir / ARRAY)
+    os.replace(tmp_meta, index_dir / META)
+
+
+def seed_from_store(scorer: Any, index_dir: str | Path, paths: Sequence[str | Path]) -> int:
+    """Put the stored latents of `paths` into the scorer's cache; returns how many were found."""
+    from discff_cli.engine.preprocess import image_key
+
+    index_dir = Path(index_dir)
+    meta = _read_meta(index_dir)
+    if not _compatible(meta, scorer):
+        return 0
+    row_of = {k: i for i, k in enumerate(meta["keys"])}
+    array = np.load(index_dir / ARRAY, mmap_mode="r")
+    found = {}
+    for path in paths:
+        key = image_key(path)
+        if key in row_of:
+            found[key] = np.asarray(array[row_of[key]], dtype=np.float32)
+    scorer.seed_latents(found)
+    return len(found)
