@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from discff_cli.errors import DiscffError
+from discff_cli.inputs import read_lines
 
 MATRIX, TEXT_TO_IMAGES, IMAGE_TO_TEXTS = "matrix", "text_to_images", "image_to_texts"
 UNTAGGED = "untagged"
@@ -124,12 +125,7 @@ def _resolve_images(item: Item, base: Path, path: Path, checked: dict[Path, str 
 def load_items(path: str | Path, check_images: bool = True) -> list[Item]:
     """Every item of the file, validated; raises DiscffError naming the first bad line."""
     path = Path(path)
-    if not path.is_file():
-        raise DiscffError(f"Eval file '{path}' does not exist.")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise DiscffError(f"Eval file '{path}' is not UTF-8 text.") from None
+    lines = read_lines(path, "Eval file")
     items, checked = [], {}
     for number, text in enumerate(lines, start=1):
         if not text.strip():

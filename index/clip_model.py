@@ -191,7 +191,6 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 def load_clip(spec: str | Path, device: str = "auto") -> ClipModel:
     """Load an OpenCLIP model from NAME/PRETRAINED, a local-dir, or a checkpoint file next to its config."""
     import open_clip
-    import torch
 
     spec = str(spec)
     device = resolve_device(device)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from discff_cli.errors import DiscffError
+from discff_cli.inputs import read_lines
 
 
 @dataclass(frozen=True)
@@ -97,12 +98,7 @@ def parse_line(raw: object, base: Path, path: Path, line: int) -> Example:
 def read_examples(path: str | Path) -> list[Example]:
     """Every line of the JSONL (blank lines skipped), or a DiscffError naming the first bad line."""
     file = Path(path)
-    if not file.is_file():
-        raise DiscffError(f"Training file '{path}' does not exist.")
-    try:
-        lines = file.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise DiscffError(f"Training file '{path}' is not UTF-8 text.") from None
+    lines = read_lines(file, "Training file")
     examples = []
     for number, text in enumerate(lines, start=1):
         if not text.strip():

@@ -62,7 +62,7 @@ def build(directory: str, index_dir: str, clip: str, model: str | None, device: 
           workers: int | None, max_memory: int, index_type: str, max_pixels: int | None, rebuild: bool,
           latents: bool, as_json: bool) -> None:
     """Embed every image under DIRECTORY (recursively) into the index; only new or changed files are embedded."""
-    from index.builder import BuildEvents, BuildOptions, build_index
+    from index.builder import BuildOptions, build_index
     from index.imageio import DEFAULT_MAX_PIXELS
 
     if not Path(directory).is_dir():

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import click
 
 from discff_cli.errors import DiscffError
+from discff_cli.inputs import read_lines
 from discff_cli.options import deltas_option, engine_options, json_option, pop_engine_config
 from discff_cli.render import print_json, print_table
 
 
 def read_captions(path: str) -> list[str]:
     """One caption per line; blank lines ignored; an empty file is an error."""
-    file = Path(path)
-    if not file.is_file():
-        raise DiscffError(f"Captions file '{path}' does not exist.")
-    try:
-        lines = file.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise DiscffError(f"Captions file '{path}' is not UTF-8 text.") from None
+    lines = read_lines(path, "Captions file")
     captions = [line.strip() for line in lines if line.strip()]
     if not captions:
         raise DiscffError(f"Captions file '{path}' has no captions (one per line expected).")
