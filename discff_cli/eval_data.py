@@ -13,13 +13,12 @@ Three item kinds (paths relative to the JSONL file; "tag" optional on every kind
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from discff_cli.errors import DiscffError
-from discff_cli.inputs import read_lines
+from discff_cli.inputs import line_error, read_jsonl
 
 MATRIX, TEXT_TO_IMAGES, IMAGE_TO_TEXTS = "matrix", "text_to_images", "image_to_texts"
 UNTAGGED = "untagged"
@@ -53,7 +52,7 @@ class Item:
 
 
 def _fail(path: Path, line: int, message: str) -> DiscffError:
-    return DiscffError(f"{path}, line {line}: {message}")
+    return line_error(path, line, message)
 
 
 def _strings(value: Any, field: str, path: Path, line: int) -> list[str]:
@@ -125,15 +124,8 @@ def _resolve_images(item: Item, base: Path, path: Path, checked: dict[Path, str 
 def load_items(path: str | Path, check_images: bool = True) -> list[Item]:
     """Every item of the file, validated; raises DiscffError naming the first bad line."""
     path = Path(path)
-    lines = read_lines(path, "Eval file")
     items, checked = [], {}
-    for number, text in enumerate(lines, start=1):
-        if not text.strip():
-            continue
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise _fail(path, number, f"not valid JSON ({exc.msg} at column {exc.colno}).") from None
+    for number, record in read_jsonl(path, "Eval file"):
         item = parse_item(record, path, number)
         items.append(_resolve_images(item, path.parent, path, checked) if check_images else item)
     if not items:

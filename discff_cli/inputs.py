@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any, Iterator
 
 from discff_cli.errors import DiscffError
 
@@ -16,3 +18,19 @@ def read_lines(path: str | Path, kind: str) -> list[str]:
         return file.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError:
         raise DiscffError(f"{kind} '{path}' is not UTF-8 text.") from None
+
+
+def line_error(path: str | Path, line: int, why: str) -> DiscffError:
+    """The one format for a bad line of any input file: `FILE line N: why.`"""
+    return DiscffError(f"{path} line {line}: {why.rstrip('.')}.")
+
+
+def read_jsonl(path: str | Path, kind: str) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed JSON) for every non-blank line; invalid JSON names its line."""
+    for number, text in enumerate(read_lines(path, kind), start=1):
+        if not text.strip():
+            continue
+        try:
+            yield number, json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise line_error(path, number, f"not valid JSON ({exc.msg} at column {exc.colno})") from None

@@ -12,13 +12,12 @@ negative of its own gets one sampled from the other examples, fresh every epoch.
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from discff_cli.errors import DiscffError
-from discff_cli.inputs import read_lines
+from discff_cli.inputs import line_error, read_jsonl
 
 
 @dataclass(frozen=True)
@@ -48,7 +47,7 @@ class Triplet:
 
 
 def _fail(path: Path, line: int, why: str) -> DiscffError:
-    return DiscffError(f"{path} line {line}: {why}.")
+    return line_error(path, line, why)
 
 
 def _image_path(base: Path, value: object, path: Path, line: int, key: str) -> str:
@@ -98,17 +97,7 @@ def parse_line(raw: object, base: Path, path: Path, line: int) -> Example:
 def read_examples(path: str | Path) -> list[Example]:
     """Every line of the JSONL (blank lines skipped), or a DiscffError naming the first bad line."""
     file = Path(path)
-    lines = read_lines(file, "Training file")
-    examples = []
-    for number, text in enumerate(lines, start=1):
-        if not text.strip():
-            continue
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise _fail(file, number, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
-        examples.append(parse_line(raw, file.parent, file, number))
-    return examples
+    return [parse_line(raw, file.parent, file, number) for number, raw in read_jsonl(file, "Training file")]
 
 
 def file_digest(path: str | Path) -> str:
