@@ -7,7 +7,6 @@ tests load is what users load.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import warnings
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from discff_cli.errors import DiscffError, MissingModelError
+from index.hub import hub_reachable
 
 ASSETS = Path(__file__).parent / "assets"
 DEMO_MODEL_DIR = ASSETS / "demo" / "diffusion"
@@ -54,21 +54,6 @@ def _is_hub_id(name: str) -> bool:
     return bool(HUB_ID.match(name)) and not Path(name).expanduser().exists()
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """One quick TCP connect, so an offline machine fails in seconds rather than after minutes of retries."""
-    import socket
-    from urllib.parse import urlparse
-
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        return False
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    try:
-        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 def _check_local_dir(path: Path, name: str) -> None:
     if not path.is_dir():
         raise DiscffError(f"Model directory '{name}' does not exist; pass --model with a diffusers-format directory, "
@@ -91,7 +76,7 @@ def load_sd(name: str, device: str = "cpu", dtype: Any = None) -> SDParts:
     except OSError:
         pass
     try:
-        if not _hub_reachable():
+        if not hub_reachable():
             raise OSError("the model hub is unreachable")
         return _load_from(source, name, device, dtype, local_only=False)
     except OSError as exc:

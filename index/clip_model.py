@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from index.errors import ModelUnavailable
+from index.hub import hub_reachable
 
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
@@ -173,19 +174,9 @@ def _cached_or_reachable(spec: str, name: str, tag: str) -> str:
             cached = try_to_load_from_cache(repo, filename)
             if isinstance(cached, str):
                 return tag  # open_clip finds it in the cache without network
-    if not _hub_reachable():
+    if not hub_reachable():
         raise _missing(spec, "not in the local cache and huggingface.co cannot be reached")
     return tag
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    import socket
-
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
 
 
 def load_clip(spec: str | Path, device: str = "auto") -> ClipModel:
