@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import shutil
 import sys
 import time
@@ -131,34 +130,14 @@ def _batched(items: list, size: int, encode: Callable[[list], torch.Tensor]) -> 
 # ----------------------------------------------------------------------------- data
 
 
-@dataclass
-class FewShotData:
+def few_shot_data(path: str | Path, config: LastLayerConfig) -> td.TuningSplit:
     """The lines to train on and the held-out triplets, chosen exactly as `discff tune` chooses them."""
-
-    examples: list[td.Example]
-    train: list[td.Example]
-    val_triplets: list[td.Triplet]
-    val_lines: list[int]
+    return td.tuning_split(path, config.val_fraction, config.seed, config.negatives_per_line)
 
 
-def few_shot_data(path: str | Path, config: LastLayerConfig) -> FewShotData:
-    examples = td.read_examples(path)
-    train, val = td.split_examples(examples, config.val_fraction, config.seed)
-    if not td.epoch_triplets(train, train, random.Random(0)):
-        train, val = examples, []  # as discff tune: too few lines to hold any out
-    td.require_triplets(td.epoch_triplets(train, train, random.Random(0)), path)
-    val_triplets = td.epoch_triplets(val, examples, random.Random(f"discff-tune/val/{config.seed}"),
-                                     config.negatives_per_line)
-    return FewShotData(examples, train, val_triplets, [e.line for e in val])
-
-
-def epoch_batches(data: FewShotData, config: LastLayerConfig, epoch: int) -> list[list[td.Triplet]]:
-    """The batches of one 0-based epoch, from the random stream `discff tune` uses for that epoch."""
-    rng = random.Random(f"discff-tune/epoch/{config.seed}/{epoch}")
-    triplets = td.epoch_triplets(data.train, data.train, rng, config.negatives_per_line)
-    rng.shuffle(triplets)
-    size = max(1, config.batch_size)
-    return [triplets[i:i + size] for i in range(0, len(triplets), size)]
+def epoch_batches(data: td.TuningSplit, config: LastLayerConfig, epoch: int) -> list[list[td.Triplet]]:
+    """The batches of one 0-based epoch, exactly those `discff tune` draws for that epoch."""
+    return td.epoch_batches(data.train, config.seed, epoch, config.negatives_per_line, config.batch_size)
 
 
 # ----------------------------------------------------------------------------- training
@@ -173,7 +152,7 @@ def batch_loss(features: FrozenFeatures, batch: list[td.Triplet], projections: l
     return triplet_loss(pos, neg, margin), pos > neg
 
 
-def validate(features: FrozenFeatures, data: FewShotData, projections: list[torch.Tensor],
+def validate(features: FrozenFeatures, data: td.TuningSplit, projections: list[torch.Tensor],
              margin: float) -> tuple[float | None, float | None]:
     if not data.val_triplets:
         return None, None
@@ -194,7 +173,7 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def train(clip, data: FewShotData, config: LastLayerConfig,
+def train(clip, data: td.TuningSplit, config: LastLayerConfig,
           report: Callable[[dict], None] = lambda point: None) -> dict:
     """Tune the projections in place; leaves the best epoch's (or, with nothing held out, the last) in the model."""
     projections = trainable_projections(clip.model)
@@ -219,7 +198,7 @@ def train(clip, data: FewShotData, config: LastLayerConfig,
             "n_train_triplets": sum(map(len, epoch_batches(data, config, 0))), "val_lines": data.val_lines}
 
 
-def _one_epoch(features: FrozenFeatures, data: FewShotData, config: LastLayerConfig,
+def _one_epoch(features: FrozenFeatures, data: td.TuningSplit, config: LastLayerConfig,
                projections: list[torch.Tensor], optimizer: torch.optim.Optimizer, epoch: int) -> float:
     losses = []
     for batch in epoch_batches(data, config, epoch):

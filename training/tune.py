@@ -128,15 +128,11 @@ class Tuner:
     def __init__(self, scorer: Scorer, train_file: str | Path, out: str | Path, config: TuneConfig) -> None:
         self.scorer, self.config, self.out = scorer, config, Path(out)
         self.train_file = Path(train_file)
-        examples = td.read_examples(train_file)
+        split = td.tuning_split(train_file, config.val_fraction, config.seed, config.negatives_per_line)
+        examples = split.examples
         self.digest = td.file_digest(train_file)
-        train, val = td.split_examples(examples, config.val_fraction, config.seed)
-        if not td.epoch_triplets(train, train, random.Random(0)):
-            train, val = examples, []  # too few lines to hold any out: train on all, keep the last deltas
-        td.require_triplets(td.epoch_triplets(train, train, random.Random(0)), train_file)
-        self.train_examples = train
-        self.val_triplets = td.epoch_triplets(val, examples, random.Random(f"discff-tune/val/{config.seed}"),
-                                              config.negatives_per_line)
+        self.train_examples = split.train
+        self.val_triplets = split.val_triplets
         everything = td.epoch_triplets(examples, examples, random.Random(0)) + self._all_sampling_candidates(examples)
         self.cache = PairCache(scorer, everything + self.val_triplets)
         self.params = attach_deltas(scorer, config.rank, config.seed)
@@ -152,12 +148,8 @@ class Tuner:
     # ----- epochs and steps -------------------------------------------------------------------
 
     def epoch_batches(self, epoch: int) -> list[list[td.Triplet]]:
-        """Deterministic per (seed, epoch): a resumed run sees the same batches."""
-        rng = random.Random(f"discff-tune/epoch/{self.config.seed}/{epoch}")
-        triplets = td.epoch_triplets(self.train_examples, self.train_examples, rng, self.config.negatives_per_line)
-        rng.shuffle(triplets)
-        size = max(1, self.config.batch_size)
-        return [triplets[i:i + size] for i in range(0, len(triplets), size)]
+        return td.epoch_batches(self.train_examples, self.config.seed, epoch, self.config.negatives_per_line,
+                                self.config.batch_size)
 
     def step(self, epoch: int, index: int, batch: list[td.Triplet]) -> float:
         rng = random.Random(f"discff-tune/condition/{self.config.seed}/{epoch}/{index}")

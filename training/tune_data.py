@@ -164,3 +164,35 @@ def require_triplets(triplets: list[Triplet], path: str | Path) -> None:
         raise DiscffError(
             f"'{path}' has no usable triplet: give a positive pair a negative (a label-0 pair sharing its image or "
             "text, negative_images or negative_texts) or add a second example to sample one from.")
+
+
+@dataclass(frozen=True)
+class TuningSplit:
+    """The lines to train on and the held-out triplets. Every few-shot learner (discff tune, the CLIP
+    last-layer baseline) takes them from here, so their held-out lines match for the same seed."""
+
+    examples: list[Example]
+    train: list[Example]
+    val_triplets: list[Triplet]
+    val_lines: list[int]
+
+
+def tuning_split(path: str | Path, val_fraction: float, seed: int, per_line: int = 0) -> TuningSplit:
+    """Read the file, hold out `val_fraction` of its lines (none when that would leave nothing to train on)."""
+    examples = read_examples(path)
+    train, val = split_examples(examples, val_fraction, seed)
+    if not epoch_triplets(train, train, random.Random(0)):
+        train, val = examples, []  # too few lines to hold any out: train on all, keep the last result
+    require_triplets(epoch_triplets(train, train, random.Random(0)), path)
+    val_triplets = epoch_triplets(val, examples, random.Random(f"discff-tune/val/{seed}"), per_line)
+    return TuningSplit(examples, train, val_triplets, [e.line for e in val])
+
+
+def epoch_batches(train: list[Example], seed: int, epoch: int, per_line: int, batch_size: int) -> list[list[Triplet]]:
+    """The shuffled batches of one 0-based epoch; deterministic per (seed, epoch), so a resumed run
+    sees the same batches."""
+    rng = random.Random(f"discff-tune/epoch/{seed}/{epoch}")
+    triplets = epoch_triplets(train, train, rng, per_line)
+    rng.shuffle(triplets)
+    size = max(1, batch_size)
+    return [triplets[i:i + size] for i in range(0, len(triplets), size)]
