@@ -82,3 +82,50 @@ def test_demo_clip_figures_on_the_world_slice(world_eval_all):
     assert rows[("single_object", "accuracy")] >= 5 / 6
     assert rows[("attribute_swap", "accuracy")] >= 5 / 6
     assert rows[("shape_swap", "accuracy")] >= 5 / 6
+
+
+@pytest.fixture(scope="module")
+def random_deltas(tiny_parts, tmp_path_factory):
+    """Deltas for the tiny model, large enough to move its scores (what tune would write, minus the training)."""
+    import torch
+
+    from discff_cli.engine.config import EngineConfig
+    from discff_cli.engine.scorer import Scorer
+    from training.deltas import attach_deltas, detach_deltas, save_deltas_file
+
+    scorer = Scorer(tiny_parts, EngineConfig(steps=1, levels=(0.5,), device="cpu"))
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in attach_deltas(scorer):
+            p.copy_(torch.randn(p.shape, generator=generator))
+    path = save_deltas_file(tmp_path_factory.mktemp("deltas") / "d.safetensors", scorer, 0)
+    detach_deltas(scorer)
+    return path
+
+
+def test_deltas_give_zero_shot_and_tuned_columns_from_one_run(both_systems, world_eval_all, tiny_sd_dir,
+                                                              random_deltas):
+    args = [str(world_eval_all), "--no-clip", "--model", str(tiny_sd_dir), "--deltas", str(random_deltas),
+            *FAST_ENGINE, "--json"]
+    result = _eval(*args)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert set(doc["systems"]) == {"discffusion", "discffusion_tuned"}
+    assert doc["systems"]["discffusion"]["deltas"] is None
+    assert doc["systems"]["discffusion_tuned"]["deltas"] == str(random_deltas)
+    assert doc["systems"]["discffusion_tuned"]["unet_passes"] == doc["systems"]["discffusion"]["unet_passes"]
+    # the zero-shot column is the plain run's, and the deltas really change the figures
+    assert [r["discffusion"] for r in doc["rows"]] == [r["discffusion"] for r in both_systems["rows"]]
+    assert [r["discffusion_tuned"] for r in doc["rows"]] != [r["discffusion"] for r in doc["rows"]]
+
+    only = json.loads(_eval(*args, "--tuned-only").stdout)
+    assert set(only["systems"]) == {"discffusion_tuned"}
+    assert [r["discffusion_tuned"] for r in only["rows"]] == [r["discffusion_tuned"] for r in doc["rows"]]
+
+
+def test_tuned_only_without_deltas_and_deltas_of_another_model_are_errors(world_eval_all, random_deltas, tmp_path):
+    result = _eval(str(world_eval_all), "--no-clip", "--tuned-only", *FAST_ENGINE)
+    assert result.exit_code == 1 and "--tuned-only needs --deltas" in result.output
+    other = _eval(str(world_eval_all), "--no-clip", "--model", "demo", "--deltas", str(random_deltas), *FAST_ENGINE)
+    assert other.exit_code == 1 and "Traceback" not in other.output
+    assert "were made for base model" in other.output and "re-run `discff tune`" in other.output

@@ -14,7 +14,7 @@ from discff_cli.errors import DiscffError
 from discff_cli.options import deltas_option, engine_options, json_option, pop_engine_config
 from discff_cli.render import print_json, print_table
 
-SYSTEM_LABELS = {"clip": "CLIP", "discffusion": "Discffusion"}
+SYSTEM_LABELS = {"clip": "CLIP", "discffusion": "Discffusion", "discffusion_tuned": "Discffusion tuned"}
 
 
 def limit_per_tag(items: list, n: int | None) -> list:
@@ -40,15 +40,35 @@ def run_clip(spec: str, device: str, table, items, progress: bool) -> tuple[list
     return ev.outcomes_for(items, table, scores), info
 
 
-def run_diffusion(model: str, config, deltas: str | None, table, items, progress: bool) -> tuple[list, dict]:
-    from discff_cli import evaluation as ev
+def run_diffusion(model: str, config, deltas: str | None, zero_shot: bool, table, items,
+                  progress: bool) -> tuple[dict, dict]:
+    """Zero-shot and/or tuned columns from one loaded model: the deltas go on after the zero-shot
+    pass, so both columns share the latents, text states and noise and differ only by the deltas."""
     from discff_cli.engine.scorer import load_scorer
+    from training.deltas import check_compatible, load_delta_tensors, read_deltas_file
 
-    scorer = load_scorer(model, config, deltas)
-    start = time.perf_counter()
+    scorer = load_scorer(model, config)
+    if deltas:  # a file for another model fails now, not after the zero-shot pass
+        tensors, meta = read_deltas_file(deltas)
+        check_compatible(meta, scorer, deltas)
+    outcomes, systems = {}, {}
+    if zero_shot:
+        outcomes["discffusion"], systems["discffusion"] = _score_diffusion(scorer, model, config, None, table, items,
+                                                                           progress)
+    if deltas:
+        load_delta_tensors(scorer, tensors, int(meta.get("rank", 0)))
+        outcomes["discffusion_tuned"], systems["discffusion_tuned"] = _score_diffusion(
+            scorer, model, config, deltas, table, items, progress)
+    return outcomes, systems
+
+
+def _score_diffusion(scorer, model: str, config, deltas: str | None, table, items, progress: bool) -> tuple[list, dict]:
+    from discff_cli import evaluation as ev
+
+    passes, start = scorer.unet_passes, time.perf_counter()
     scores = ev.diffusion_pair_scores(scorer, table, progress=progress)
     info = {"model": model, "fingerprint": scorer.parts.fingerprint, "deltas": deltas, "config": config.to_dict(),
-            "unet_passes": scorer.unet_passes, "seconds": round(time.perf_counter() - start, 2)}
+            "unet_passes": scorer.unet_passes - passes, "seconds": round(time.perf_counter() - start, 2)}
     return ev.outcomes_for(items, table, scores), info
 
 
@@ -91,9 +111,11 @@ def render_table(file: str, n_items: int, rows: list[dict], systems: dict[str, d
               help="Score only the first N items of each tag (a quick slice).")
 @engine_options(model_default=None)
 @deltas_option
+@click.option("--tuned-only", is_flag=True,
+              help="With --deltas: skip the zero-shot Discffusion column (half the U-Net passes).")
 @json_option
 def eval_(file: str, clip_spec: str, no_clip: bool, no_diffusion: bool, max_per_tag: int | None, model: str | None,
-          deltas: str | None, as_json: bool, **engine: object) -> None:
+          deltas: str | None, tuned_only: bool, as_json: bool, **engine: object) -> None:
     """Measure CLIP and Discffusion on the labelled matching tasks in FILE (JSONL).
 
     \b
@@ -102,6 +124,7 @@ def eval_(file: str, clip_spec: str, no_clip: bool, no_diffusion: bool, max_per_
       {"text": t, "images": [a, b, c], "answer": k}     which image matches the text
       {"image": a, "texts": [t1, t2, t3], "answer": k}  which text matches the image
     Reports accuracy (= R@1), R@5 and Winoground text/image/group scores per tag.
+    With --deltas, Discffusion is reported zero-shot and tuned side by side.
     --model defaults to 'demo' with --clip demo, else to Stable Diffusion 2.1-base.
     """
     from discff_cli import evaluation as ev
@@ -111,6 +134,8 @@ def eval_(file: str, clip_spec: str, no_clip: bool, no_diffusion: bool, max_per_
         raise DiscffError("--no-clip and --no-diffusion together leave nothing to evaluate.")
     if deltas and not Path(deltas).is_file():
         raise DiscffError(f"Deltas file '{deltas}' does not exist.")
+    if tuned_only and not deltas:
+        raise DiscffError("--tuned-only needs --deltas FILE (the tuned column is the only one it keeps).")
     config = pop_engine_config(engine)
     model = model or ("demo" if clip_spec == "demo" else DEFAULT_MODEL)
     items = limit_per_tag(load_items(file), max_per_tag)
@@ -120,7 +145,9 @@ def eval_(file: str, clip_spec: str, no_clip: bool, no_diffusion: bool, max_per_
     if not no_clip:
         outcomes["clip"], systems["clip"] = run_clip(clip_spec, config.device, table, items, progress)
     if not no_diffusion:
-        outcomes["discffusion"], systems["discffusion"] = run_diffusion(model, config, deltas, table, items, progress)
+        diffusion = run_diffusion(model, config, deltas, not tuned_only, table, items, progress)
+        outcomes.update(diffusion[0])
+        systems.update(diffusion[1])
     rows = ev.summarise(items, outcomes)
     if as_json:
         print_json(_clean({"file": file, "items": len(items), "kinds": ev.item_kinds(items), "pairs": len(table.images),
