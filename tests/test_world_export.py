@@ -68,3 +68,17 @@ def test_export_fewshot_cli_writes_lines_with_images_next_to_it(tmp_path):
         assert row["text"] == ex.caption and row["negative_texts"]
         assert not set(row["negative_texts"]) & set(w.captions(ex.scene))
         assert (tmp_path / row["image"]).is_file()
+
+
+def test_swaps_only_fewshot_keeps_two_object_scenes_and_their_three_swaps(tmp_path):
+    from training.world_export import export_fewshot
+
+    n = export_fewshot(tmp_path / "swaps.jsonl", fraction=0.002, swaps_only=True)
+    rows = _lines(tmp_path / "swaps.jsonl")
+    train = [ex for ex in w.make_split("train", 40) if len(ex.scene.objects) == 2]
+    assert n == len(rows) == len(train) > 0
+    for row, ex in zip(rows, train):
+        j = w.captions(ex.scene).index(ex.caption)
+        negatives = w.hard_negatives(ex.scene)
+        assert row["text"] == ex.caption and row["tag"] == "two_objects"
+        assert row["negative_texts"] == [negatives[t][j] for t in ("attribute_swap", "relation_swap", "shape_swap")]

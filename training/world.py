@@ -10,7 +10,7 @@ Contract (notes/world_api.md): Obj, Scene, sample_scene, render, captions, capti
 hard_negatives, make_split, check_image. CLI:
 
     python -m training.world export-eval DIR [--n-per-tag 200]
-    python -m training.world export-fewshot FILE [--fraction 0.05]
+    python -m training.world export-fewshot FILE [--fraction 0.05] [--swaps-only]
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Write the demo world as files: eval JSONL for `discff eval` and few-shot JSONL for `discff tune`.
 
     python -m training.world export-eval DIR [--n-per-tag 200] [--seed 0]
-    python -m training.world export-fewshot FILE [--fraction 0.05] [--seed 0]
+    python -m training.world export-fewshot FILE [--fraction 0.05] [--seed 0] [--swaps-only]
 
 Why files: anyone can reproduce the README table with `discff eval DIR/<tag>.jsonl`, and
 the same files exercise every path of the eval and tune commands on real images.
@@ -75,29 +75,37 @@ def export_eval(out_dir: Path, n_per_tag: int = 200, seed: int = 0) -> dict[str,
     return {key: len(items) for key, items in rows.items()}
 
 
-def fewshot_negatives(scene: w.Scene, j: int) -> list[str]:
-    """One false caption per hard-negative tag, in the same template as captions(scene)[j]."""
+def fewshot_negatives(scene: w.Scene, j: int, swaps_only: bool = False) -> list[str]:
+    """One false caption per hard-negative tag, in the same template as captions(scene)[j]
+    (then the replaced-attribute ones, unless `swaps_only`)."""
     k = len(w.captions(scene))
     negatives = w.hard_negatives(scene)
     out = [negatives[tag][j] for tag in SWAP_TAGS if tag in negatives]
-    out += negatives["replaced_attribute"][j::k]
+    if not swaps_only:
+        out += negatives["replaced_attribute"][j::k]
     return out
 
 
-def export_fewshot(path: Path, fraction: float = 0.05, seed: int = 0) -> int:
+def export_fewshot(path: Path, fraction: float = 0.05, seed: int = 0, swaps_only: bool = False) -> int:
     """Write a few-shot tuning JSONL from the first `fraction` of the train split, with the
-    images in `<stem>_images/` next to it. Returns the number of lines."""
+    images in `<stem>_images/` next to it. Returns the number of lines.
+
+    `swaps_only` keeps the two-object scenes and only their attribute, relation and shape swaps:
+    a file that trains nothing but the compositional distinctions the swap tags measure."""
     path = Path(path)
     n = max(1, round(fraction * SPLIT_SIZES["train"]))
     img_dir = path.parent / f"{path.stem}_images"
     img_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for i, ex in enumerate(w.make_split("train", n, seed)):
+        if swaps_only and len(ex.scene.objects) < 2:
+            continue
         name = f"{img_dir.name}/train_{i:05d}.png"
         ex.image.save(path.parent / name)
         j = w.captions(ex.scene).index(ex.caption)
         tag = "single_object" if len(ex.scene.objects) == 1 else "two_objects"
-        rows.append({"image": name, "text": ex.caption, "negative_texts": fewshot_negatives(ex.scene, j), "tag": tag})
+        rows.append({"image": name, "text": ex.caption, "negative_texts": fewshot_negatives(ex.scene, j, swaps_only),
+                     "tag": tag})
     _write_jsonl(path, rows)
     return len(rows)
 
@@ -114,6 +122,8 @@ def main(argv: list[str] | None = None) -> None:
     fs.add_argument("file", type=Path)
     fs.add_argument("--fraction", type=float, default=0.05)
     fs.add_argument("--seed", type=int, default=0)
+    fs.add_argument("--swaps-only", action="store_true",
+                    help="only two-object scenes, with only their attribute/relation/shape swaps as negatives")
     args = parser.parse_args(argv)
     if args.cmd == "export-eval":
         counts = export_eval(args.dir, args.n_per_tag, args.seed)
@@ -122,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         if not 0 < args.fraction <= 1:
             parser.error("--fraction must be in (0, 1]")
-        n = export_fewshot(args.file, args.fraction, args.seed)
+        n = export_fewshot(args.file, args.fraction, args.seed, args.swaps_only)
         print(f"{args.file}: {n} lines")
 
 
