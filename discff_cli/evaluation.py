@@ -110,14 +110,36 @@ def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+def mcnemar_exact(gained: int, lost: int) -> float:
+    """Two-sided exact McNemar p-value: under "no difference" each discordant item is a fair coin.
+
+    Two systems scored on the same items are paired, so this is far more sensitive than comparing
+    their two Wilson intervals (which assume independent samples)."""
+    n, k = gained + lost, min(gained, lost)
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def paired_change(before: list[dict[str, bool]], after: list[dict[str, bool]], having: list[int],
+                  metric: str) -> dict:
+    """Items `after` gets right that `before` got wrong (gained), the reverse (lost), and McNemar's p."""
+    gained = sum(after[i][metric] and not before[i][metric] for i in having)
+    lost = sum(before[i][metric] and not after[i][metric] for i in having)
+    return {"gained": gained, "lost": lost, "p_value": _round(mcnemar_exact(gained, lost))}
+
+
 METRIC_ORDER = ("accuracy", "R@5", "text", "image", "group")
 
 
-def summarise(items: Sequence[Item], outcomes: dict[str, list[dict[str, bool]]]) -> list[dict]:
+def summarise(items: Sequence[Item], outcomes: dict[str, list[dict[str, bool]]],
+              paired: tuple[str, str] | None = None) -> list[dict]:
     """Rows of (tag, metric): n, chance and, per system, value with its Wilson interval.
 
     `outcomes[system][i]` are item i's outcomes. Tags are listed in order of first
     appearance, then an "all" row per metric when the file has more than one tag.
+    `paired=(before, after)` adds each row's paired change from one system to the other.
     """
     tags = list(dict.fromkeys(item.tag for item in items))
     groups = [(tag, [i for i, it in enumerate(items) if it.tag == tag]) for tag in tags]
@@ -135,6 +157,9 @@ def summarise(items: Sequence[Item], outcomes: dict[str, list[dict[str, bool]]])
                 hits = sum(per_item[i][metric] for i in having)
                 lo, hi = wilson(hits, len(having))
                 row[system] = {"value": _round(hits / len(having)), "ci95": [_round(lo), _round(hi)], "hits": hits}
+            if paired:
+                row["paired"] = {"systems": list(paired),
+                                 **paired_change(outcomes[paired[0]], outcomes[paired[1]], having, metric)}
             rows.append(row)
     return rows
 

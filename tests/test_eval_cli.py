@@ -117,6 +117,11 @@ def test_deltas_give_zero_shot_and_tuned_columns_from_one_run(both_systems, worl
     # the zero-shot column is the plain run's, and the deltas really change the figures
     assert [r["discffusion"] for r in doc["rows"]] == [r["discffusion"] for r in both_systems["rows"]]
     assert [r["discffusion_tuned"] for r in doc["rows"]] != [r["discffusion"] for r in doc["rows"]]
+    for row in doc["rows"]:  # the paired change is counted on the same items as the two columns
+        change = row["paired"]
+        assert change["systems"] == ["discffusion", "discffusion_tuned"] and 0 <= change["p_value"] <= 1
+        assert change["gained"] - change["lost"] == row["discffusion_tuned"]["hits"] - row["discffusion"]["hits"]
+    assert "paired" not in both_systems["rows"][0]
 
     only = json.loads(_eval(*args, "--tuned-only").stdout)
     assert set(only["systems"]) == {"discffusion_tuned"}

@@ -69,3 +69,24 @@ def test_summary_rows_per_tag_then_all_with_chance_and_intervals():
     assert first["clip"]["value"] == 1.0 and first["discffusion"]["value"] == 0.0
     assert first["clip"]["ci95"][0] < 1.0 and first["discffusion"]["ci95"][1] > 0.0
     assert rows[4]["chance"] == pytest.approx(1 / 6, abs=1e-4)
+
+
+def test_mcnemar_exact_p_values():
+    from discff_cli.evaluation import mcnemar_exact
+
+    assert mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(5, 5) == 1.0
+    assert mcnemar_exact(10, 0) == pytest.approx(2 / 2 ** 10)
+    assert mcnemar_exact(0, 10) == mcnemar_exact(10, 0)
+    assert mcnemar_exact(9, 1) == pytest.approx(2 * 11 / 2 ** 10)
+    assert mcnemar_exact(26, 14) == pytest.approx(0.0807, abs=1e-4)  # R: binom.test(14, 40)$p.value
+
+
+def test_paired_change_counts_items_won_and_lost_on_the_same_items():
+    from discff_cli.evaluation import paired_change
+
+    before = [{"accuracy": a} for a in (True, True, False, False, False)]
+    after = [{"accuracy": a} for a in (True, False, True, True, False)]
+    change = paired_change(before, after, [0, 1, 2, 3, 4], "accuracy")
+    assert (change["gained"], change["lost"]) == (2, 1)
+    assert change["p_value"] == 1.0

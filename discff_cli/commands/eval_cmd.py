@@ -77,6 +77,10 @@ def _cell(result: dict) -> str:
     return f"{result['value']:.3f} [{lo:.2f}, {hi:.2f}]"
 
 
+def _paired_cell(change: dict) -> str:
+    return f"+{change['gained']} −{change['lost']} p={change['p_value']:.2g}"
+
+
 def _clean(value):
     """NaN (an undefined chance level) -> null, so --json output is strict JSON."""
     if isinstance(value, float) and math.isnan(value):
@@ -90,15 +94,20 @@ def _clean(value):
 
 def render_table(file: str, n_items: int, rows: list[dict], systems: dict[str, dict]) -> None:
     names = [s for s in SYSTEM_LABELS if s in systems]
-    columns = ["tag", "metric", "n", "chance"] + [f"{SYSTEM_LABELS[s]} (95% CI)" for s in names]
+    columns = ["tag", "metric", "n", "chance"] + [SYSTEM_LABELS[s] for s in names]
+    if rows and "paired" in rows[0]:
+        columns.append("tuned vs zero-shot")
     table_rows = []
     for row in rows:
         chance = "—" if math.isnan(row["chance"]) else f"{row['chance']:.3f}"
-        table_rows.append([row["tag"], row["metric"], row["n"], chance] + [_cell(row[s]) for s in names])
+        table_rows.append([row["tag"], row["metric"], row["n"], chance] + [_cell(row[s]) for s in names]
+                          + ([_paired_cell(row["paired"])] if "paired" in row else []))
     models = ", ".join(f"{SYSTEM_LABELS[s]}: {systems[s]['model']}" for s in names)
     print_table(f"{file} — {n_items} items — {models}", columns, table_rows,
-                ["left", "left", "right", "right"] + ["right"] * len(names))
-    click.echo("95% CI: Wilson score interval over items; ties count as misses.")
+                ["left", "left", "right", "right"] + ["right"] * (len(columns) - 4))
+    click.echo("[95% CI]: Wilson score interval over items; ties count as misses.")
+    if rows and "paired" in rows[0]:
+        click.echo("tuned vs zero-shot: items gained / lost on the same items, exact McNemar p-value.")
 
 
 @click.command("eval")
@@ -148,7 +157,8 @@ def eval_(file: str, clip_spec: str, no_clip: bool, no_diffusion: bool, max_per_
         diffusion = run_diffusion(model, config, deltas, not tuned_only, table, items, progress)
         outcomes.update(diffusion[0])
         systems.update(diffusion[1])
-    rows = ev.summarise(items, outcomes)
+    both = {"discffusion", "discffusion_tuned"} <= set(outcomes)
+    rows = ev.summarise(items, outcomes, paired=("discffusion", "discffusion_tuned") if both else None)
     if as_json:
         print_json(_clean({"file": file, "items": len(items), "kinds": ev.item_kinds(items), "pairs": len(table.images),
                            "ci": ev.CI_METHOD, "systems": systems, "rows": rows}))
