@@ -127,7 +127,7 @@ def paired_change(before: list[dict[str, bool]], after: list[dict[str, bool]], h
     """Items `after` gets right that `before` got wrong (gained), the reverse (lost), and McNemar's p."""
     gained = sum(after[i][metric] and not before[i][metric] for i in having)
     lost = sum(before[i][metric] and not after[i][metric] for i in having)
-    return {"gained": gained, "lost": lost, "p_value": _round(mcnemar_exact(gained, lost))}
+    return {"gained": gained, "lost": lost, "p_value": float(f"{mcnemar_exact(gained, lost):.3g}")}  # 3 s.f.: tiny p stays > 0
 
 
 METRIC_ORDER = ("accuracy", "R@5", "text", "image", "group")

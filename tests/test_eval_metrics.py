@@ -90,3 +90,5 @@ def test_paired_change_counts_items_won_and_lost_on_the_same_items():
     change = paired_change(before, after, [0, 1, 2, 3, 4], "accuracy")
     assert (change["gained"], change["lost"]) == (2, 1)
     assert change["p_value"] == 1.0
+    assert 0 < paired_change([{"accuracy": False}] * 60, [{"accuracy": True}] * 60, list(range(60)),
+                             "accuracy")["p_value"] < 1e-15  # a large gain is not rounded to p = 0
