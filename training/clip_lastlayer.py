@@ -18,8 +18,8 @@ Why the features are precomputed: with everything below the projections frozen, 
 never change, so each image and text is encoded once and an epoch is a few small matrix products.
 
 Same data and objective as `discff tune`, so the two are comparable line for line: the same JSONL
-reader, the same held-out lines (`split_examples` with the same --seed and --val-fraction), the
-same per-epoch triplets (same random streams) and the same margin triplet loss
+reader, the same held-out lines (`tune_data.tuning_split`, same --seed and --val-fraction), the
+same per-epoch triplets (`tune_data.epoch_batches`) and the same margin triplet loss
 max(0, s(neg) - s(pos) + M), where s is the cosine similarity of the projected, L2-normalised
 embeddings. AdamW; the held-out triplets are scored before training (epoch 0, the source model) and
 after every epoch, and the best epoch (accuracy, then loss) is kept -- the source's projections
