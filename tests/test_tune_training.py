@@ -72,7 +72,7 @@ def test_eq7_attribution_and_head_weights_on_a_hand_built_attention_map():
 
     weights = weights_from_importance(attribution)
     assert weights[0] > 1.0 > weights[1] > 0.0 and abs(float(weights.mean()) - 1.0) < 1e-6
-    margin = lambda w: float(score(pos, w) - score(neg, w))  # noqa: E731
+    margin = lambda w: float((score(pos, w) - score(neg, w)).detach())  # noqa: E731
     assert margin(weights) > margin(uniform)  # weighting towards the discriminative head widens the margin
 
 
