@@ -28,10 +28,12 @@ def _parse_layers(ctx: click.Context, param: click.Parameter, value: str) -> str
     return value
 
 
-def engine_options(model_default: str | None = DEFAULT_MODEL) -> Callable:
+def engine_options(model_default: str | None = DEFAULT_MODEL,
+                   batch_help: str = "U-Net items per forward pass; 0 picks one from the memory budget.") -> Callable:
     """Decorate a command with --model --steps --levels --seed --layers --lse-lambda --device --batch-size --prune.
 
-    `model_default=None` lets a command decide the model itself (search reads the index manifest).
+    `model_default=None` lets a command decide the model itself (search reads the index manifest);
+    `batch_help` lets a command that batches something else (tune: triplets) say so in --help.
     """
     model_help = "Stable Diffusion: hub id, local diffusers directory, or 'demo'"
     options = [
@@ -47,8 +49,7 @@ def engine_options(model_default: str | None = DEFAULT_MODEL) -> Callable:
         click.option("--lse-lambda", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
                      help="Lambda of the LogSumExp pooling."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
-        click.option("--batch-size", type=click.IntRange(min=0), default=0, show_default=True,
-                     help="U-Net items per forward pass; 0 picks one from the memory budget."),
+        click.option("--batch-size", type=click.IntRange(min=0), default=0, show_default=True, help=batch_help),
         click.option("--mask-padding", is_flag=True, default=False,
                      help="Pool only over the prompt's tokens (SOS, words, EOS), not the padding (default: all 77)."),
         click.option("--prune", is_flag=True, default=False,

@@ -14,7 +14,7 @@ DEFAULT_TRIPLETS_PER_STEP = 8
 
 @click.command()
 @click.argument("pairs_jsonl")
-@engine_options()
+@engine_options(batch_help=f"Triplets per optimisation step; 0 = {DEFAULT_TRIPLETS_PER_STEP}.")
 @click.option("--out", default="deltas.safetensors", show_default=True, type=click.Path(dir_okay=False),
               help="Where the deltas and head weights are written.")
 @click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
@@ -32,7 +32,7 @@ DEFAULT_TRIPLETS_PER_STEP = 8
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from the checkpoint next to --out.")
 @json_option
 def tune(pairs_jsonl: str, model: str, out: str, resume: bool, as_json: bool, **options: Any) -> None:
-    """Tune prompt deltas on PAIRS_JSONL (image/text pairs with negatives; see `discff tune --help`).
+    """Tune prompt deltas on PAIRS_JSONL, few-shot image/text pairs with negatives (paper §4.5).
 
     Lines: {"image", "text", "label": 0|1}, {"image", "text", "negative_images": [...]} or
     {"image", "text", "negative_texts": [...]}, image paths relative to the file. Here --batch-size
@@ -58,10 +58,10 @@ def tune(pairs_jsonl: str, model: str, out: str, resume: bool, as_json: bool, **
 
 
 def run_tune(pairs_jsonl: str, model: str, engine: Any, config: Any, out: str, resume: bool, progress: bool) -> Any:
-    from discff_cli.engine.scorer import load_scorer
-    from training.tune import Tuner, prepare_for_training
     import random
 
+    from discff_cli.engine.scorer import load_scorer
+    from training.tune import Tuner, prepare_for_training
     from training.tune_data import epoch_triplets, read_examples, require_triplets
 
     examples = read_examples(pairs_jsonl)  # bad lines and unusable files fail before any model is loaded
