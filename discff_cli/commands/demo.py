@@ -55,7 +55,7 @@ def target_ranks(results: list[dict], target: str) -> tuple[int | None, int | No
 def demo(directory: str, images: int, queries: int, rerank: int, model: str, **engine: object) -> None:
     """Write a demo gallery to DIRECTORY, index it, and search it with reranking."""
     from discff_cli.cli import app
-    from discff_cli.commands.search import run_search
+    from discff_cli.commands.search import Searcher
 
     config = pop_engine_config(engine)
     root = Path(directory)
@@ -64,8 +64,9 @@ def demo(directory: str, images: int, queries: int, rerank: int, model: str, **e
     index_dir = str(root / ".discff")
     app.main(["index", "build", str(root / "images"), "--index", index_dir, "--clip", "demo", "--model", model,
               "--device", config.device], standalone_mode=False)
+    searcher = Searcher(index_dir, None, model, None, config)  # models loaded once for every query
     for target, query in pick_queries(gallery, queries, config.seed):
-        results, _ = run_search(query, index_dir, rerank, rerank, None, model, None, config, progress=True)
+        results = searcher.search(query, rerank, rerank, progress=True)
         clip_rank, final_rank = target_ranks(results, target)
         rows = [(r["rank"], f"{r['rerank_score']:.4f}", f"{r['clip_score']:.4f}",
                  r["path"] + ("  <- written for this query" if r["path"].endswith(target) else ""))

@@ -46,35 +46,57 @@ def search(query: str, index_dir: str, top: int | None, rerank: int | None, clip
 def run_search(query: str, index_dir: str, top: int | None, rerank: int | None, clip_spec: str | None,
                model: str | None, deltas: str | None, config, progress: bool = False) -> tuple[list[dict], str | None]:
     """Shortlist with the index's CLIP, then (optionally) rerank; returns JSON-ready rows and the rerank model."""
-    from index.search import SearchIndex, search_text
+    searcher = Searcher(index_dir, clip_spec, model, deltas, config)
+    return searcher.search(query, top, rerank, progress), searcher.model
 
-    index = SearchIndex(index_dir)
-    spec = clip_spec or index.clip_spec
-    clip = load_clip_cli(spec, config.device)
-    k = top or rerank or 10
-    hits = search_text(index, clip, query, max(k, rerank or 0))
-    rerank_scores: dict[int, float] = {}
-    model = model or index.manifest.get("model")
-    if rerank:
-        if not model:
-            raise DiscffError("The index records no model for reranking; pass --model.")
-        from discff_cli.engine.scorer import load_scorer
 
-        head = hits[:rerank]
-        _check_files(head)
+class Searcher:
+    """One index with its CLIP and, from the first rerank on, its Discffusion scorer.
+
+    Loading the models costs seconds, so a caller with several queries (`discff demo`) keeps one
+    Searcher and pays that once; the scorer's text and latent caches carry over between queries.
+    """
+
+    def __init__(self, index_dir: str, clip_spec: str | None, model: str | None, deltas: str | None, config) -> None:
+        from index.search import SearchIndex
+
+        self.index_dir, self.deltas, self.config = index_dir, deltas, config
+        self.index = SearchIndex(index_dir)
+        self.clip = load_clip_cli(clip_spec or self.index.clip_spec, config.device)
+        self.model = model or self.index.manifest.get("model")
+        self._scorer = None
+
+    def scorer(self):
+        if self._scorer is None:
+            from discff_cli.engine.scorer import load_scorer
+
+            self._scorer = load_scorer(self.model, self.config, self.deltas)
+        return self._scorer
+
+    def search(self, query: str, top: int | None, rerank: int | None, progress: bool = False) -> list[dict]:
+        from index.search import search_text
+
+        k = top or rerank or 10
+        hits = search_text(self.index, self.clip, query, max(k, rerank or 0))
+        rerank_scores: dict[int, float] = {}
+        if rerank:
+            head = hits[:rerank]
+            scores = self._rerank(query, head, progress)
+            rerank_scores = {h.row: float(s) for h, s in zip(head, scores)}
+            order = sorted(range(len(head)), key=lambda i: (-float(scores[i]), i))
+            hits = [head[i] for i in order] + hits[rerank:]
+        return [{"rank": rank, "path": _display(hit.path), "clip_score": round(hit.clip_score, 6),
+                 "rerank_score": rerank_scores.get(hit.row)} for rank, hit in enumerate(hits[:k], start=1)]
+
+    def _rerank(self, query: str, head: list, progress: bool):
         from discff_cli.engine.latent_store import seed_from_store
 
-        scorer = load_scorer(model, config, deltas)
-        seed_from_store(scorer, index_dir, [h.path for h in head])  # skips the VAE when built with --latents
-        scores = scorer.score_images([h.path for h in head], query, progress=progress)
-        rerank_scores = {h.row: float(s) for h, s in zip(head, scores)}
-        order = sorted(range(len(head)), key=lambda i: (-float(scores[i]), i))
-        hits = [head[i] for i in order] + hits[rerank:]
-    rows = []
-    for rank, hit in enumerate(hits[:k], start=1):
-        rows.append({"rank": rank, "path": _display(hit.path), "clip_score": round(hit.clip_score, 6),
-                     "rerank_score": rerank_scores.get(hit.row)})
-    return rows, model
+        if not self.model:
+            raise DiscffError("The index records no model for reranking; pass --model.")
+        _check_files(head)
+        scorer = self.scorer()
+        seed_from_store(scorer, self.index_dir, [h.path for h in head])  # skips the VAE when built with --latents
+        return scorer.score_images([h.path for h in head], query, progress=progress)
 
 
 def _check_files(hits) -> None:
