@@ -372,8 +372,8 @@ def _publish(opts: BuildOptions, clip, store: IndexDir, prev_manifest: dict | No
             emb[i] = value
 
     n = len(emb)
-    gpu = faiss_index.gpu_available()
-    kind = opts.index_type or faiss_index.choose_index_type(n, clip.dim, opts.max_memory, gpu)
+    gpu = faiss_index.gpu_available()  # recorded in the manifest: IVF training ran on it
+    kind = opts.index_type or faiss_index.choose_index_type(n, clip.dim, opts.max_memory)
     built = faiss_index.build_tuned(emb.astype(np.float32), kind)
     gen = (prev_manifest or {}).get("generation", 0) + 1
     files = {"items": f"items-{gen}.parquet", "embeddings": f"embeddings-{gen}.npy", "faiss": f"faiss-{gen}.index"}

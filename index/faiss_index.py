@@ -46,7 +46,7 @@ def gpu_available() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
-def choose_index_type(n: int, dim: int, max_memory: int, gpu: bool = False) -> str:
+def choose_index_type(n: int, dim: int, max_memory: int) -> str:
     """Pick the index type from the collection size and the memory budget.
 
     HNSW is never picked automatically (`--index-type hnsw` still builds one): on clustered
