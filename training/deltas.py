@@ -153,9 +153,20 @@ def check_compatible(meta: dict[str, Any], scorer: Any, path: str | Path) -> Non
             "pass the --model they were tuned on or re-run `discff tune` for this model.")
 
 
-def apply_deltas_file(scorer: Any, path: str | Path) -> dict[str, Any]:
-    """Load `path` onto `scorer` (called by `load_scorer` for --deltas); returns the file's metadata."""
+def read_compatible_deltas(scorer: Any, path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read `path` and refuse it unless it was made for `scorer`'s model, before any scoring is spent."""
     tensors, meta = read_deltas_file(path)
     check_compatible(meta, scorer, path)
+    return tensors, meta
+
+
+def apply_deltas(scorer: Any, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Put deltas read by `read_compatible_deltas` onto `scorer`'s cross-attention layers."""
     load_delta_tensors(scorer, tensors, int(meta.get("rank", 0)))
+
+
+def apply_deltas_file(scorer: Any, path: str | Path) -> dict[str, Any]:
+    """Load `path` onto `scorer` (called by `load_scorer` for --deltas); returns the file's metadata."""
+    tensors, meta = read_compatible_deltas(scorer, path)
+    apply_deltas(scorer, tensors, meta)
     return meta

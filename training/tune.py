@@ -125,10 +125,12 @@ def evaluate(scorer: Scorer, cache: PairCache, triplets: list[td.Triplet], margi
 class Tuner:
     """One run: data, deltas, optimizer, head weighting, checkpoints."""
 
-    def __init__(self, scorer: Scorer, train_file: str | Path, out: str | Path, config: TuneConfig) -> None:
+    def __init__(self, scorer: Scorer, train_file: str | Path, out: str | Path, config: TuneConfig,
+                 split: td.TuningSplit | None = None) -> None:
+        """`split`: the file's `td.tuning_split`, when the caller already read it to fail before loading a model."""
         self.scorer, self.config, self.out = scorer, config, Path(out)
         self.train_file = Path(train_file)
-        split = td.tuning_split(train_file, config.val_fraction, config.seed, config.negatives_per_line)
+        split = split or td.tuning_split(train_file, config.val_fraction, config.seed, config.negatives_per_line)
         examples = split.examples
         self.digest = td.file_digest(train_file)
         self.train_examples = split.train

@@ -181,9 +181,11 @@ def tuning_split(path: str | Path, val_fraction: float, seed: int, per_line: int
     """Read the file, hold out `val_fraction` of its lines (none when that would leave nothing to train on)."""
     examples = read_examples(path)
     train, val = split_examples(examples, val_fraction, seed)
-    if not epoch_triplets(train, train, random.Random(0)):
-        train, val = examples, []  # too few lines to hold any out: train on all, keep the last result
-    require_triplets(epoch_triplets(train, train, random.Random(0)), path)
+    triplets = epoch_triplets(train, train, random.Random(0))
+    if not triplets:  # too few lines to hold any out: train on all, keep the last result
+        train, val = examples, []
+        triplets = epoch_triplets(train, train, random.Random(0))
+    require_triplets(triplets, path)
     val_triplets = epoch_triplets(val, examples, random.Random(f"discff-tune/val/{seed}"), per_line)
     return TuningSplit(examples, train, val_triplets, [e.line for e in val])
 

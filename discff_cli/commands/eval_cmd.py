@@ -45,18 +45,17 @@ def run_diffusion(model: str, config, deltas: str | None, zero_shot: bool, table
     """Zero-shot and/or tuned columns from one loaded model: the deltas go on after the zero-shot
     pass, so both columns share the latents, text states and noise and differ only by the deltas."""
     from discff_cli.engine.scorer import load_scorer
-    from training.deltas import check_compatible, load_delta_tensors, read_deltas_file
+    from training.deltas import apply_deltas, read_compatible_deltas
 
     scorer = load_scorer(model, config)
     if deltas:  # a file for another model fails now, not after the zero-shot pass
-        tensors, meta = read_deltas_file(deltas)
-        check_compatible(meta, scorer, deltas)
+        tensors, meta = read_compatible_deltas(scorer, deltas)
     outcomes, systems = {}, {}
     if zero_shot:
         outcomes["discffusion"], systems["discffusion"] = _score_diffusion(scorer, model, config, None, table, items,
                                                                            progress)
     if deltas:
-        load_delta_tensors(scorer, tensors, int(meta.get("rank", 0)))
+        apply_deltas(scorer, tensors, meta)
         outcomes["discffusion_tuned"], systems["discffusion_tuned"] = _score_diffusion(
             scorer, model, config, deltas, table, items, progress)
     return outcomes, systems

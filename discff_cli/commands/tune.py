@@ -58,17 +58,15 @@ def tune(pairs_jsonl: str, model: str, out: str, resume: bool, as_json: bool, **
 
 
 def run_tune(pairs_jsonl: str, model: str, engine: Any, config: Any, out: str, resume: bool, progress: bool) -> Any:
-    import random
-
     from discff_cli.engine.scorer import load_scorer
     from training.tune import Tuner, prepare_for_training
-    from training.tune_data import epoch_triplets, read_examples, require_triplets
+    from training.tune_data import tuning_split
 
-    examples = read_examples(pairs_jsonl)  # bad lines and unusable files fail before any model is loaded
-    require_triplets(epoch_triplets(examples, examples, random.Random(0)), pairs_jsonl)
+    # bad lines and unusable files fail before any model is loaded
+    split = tuning_split(pairs_jsonl, config.val_fraction, config.seed, config.negatives_per_line)
     scorer = load_scorer(model, engine)
     prepare_for_training(scorer)
-    tuner = Tuner(scorer, pairs_jsonl, out, config)
+    tuner = Tuner(scorer, pairs_jsonl, out, config, split)
     if resume:
         tuner.load_checkpoint()
     if not progress:
