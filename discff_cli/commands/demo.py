@@ -55,7 +55,7 @@ def target_ranks(results: list[dict], target: str) -> tuple[int | None, int | No
 def demo(directory: str, images: int, queries: int, rerank: int, model: str, **engine: object) -> None:
     """Write a demo gallery to DIRECTORY, index it, and search it with reranking."""
     from discff_cli.cli import app
-    from discff_cli.commands.search import Searcher
+    from discff_cli.pipeline import Searcher
 
     config = pop_engine_config(engine)
     root = Path(directory)
