@@ -134,12 +134,12 @@ METRIC_ORDER = ("accuracy", "R@5", "text", "image", "group")
 
 
 def summarise(items: Sequence[Item], outcomes: dict[str, list[dict[str, bool]]],
-              paired: tuple[str, str] | None = None) -> list[dict]:
+              paired: Sequence[tuple[str, str]] = ()) -> list[dict]:
     """Rows of (tag, metric): n, chance and, per system, value with its Wilson interval.
 
     `outcomes[system][i]` are item i's outcomes. Tags are listed in order of first
     appearance, then an "all" row per metric when the file has more than one tag.
-    `paired=(before, after)` adds each row's paired change from one system to the other.
+    `paired=[(before, after), ...]` adds each row's paired changes from one system to another.
     """
     tags = list(dict.fromkeys(item.tag for item in items))
     groups = [(tag, [i for i, it in enumerate(items) if it.tag == tag]) for tag in tags]
@@ -158,8 +158,9 @@ def summarise(items: Sequence[Item], outcomes: dict[str, list[dict[str, bool]]],
                 lo, hi = wilson(hits, len(having))
                 row[system] = {"value": _round(hits / len(having)), "ci95": [_round(lo), _round(hi)], "hits": hits}
             if paired:
-                row["paired"] = {"systems": list(paired),
-                                 **paired_change(outcomes[paired[0]], outcomes[paired[1]], having, metric)}
+                row["paired"] = [{"systems": [before, after],
+                                  **paired_change(outcomes[before], outcomes[after], having, metric)}
+                                 for before, after in paired]
             rows.append(row)
     return rows
 
@@ -200,10 +201,9 @@ def clip_pair_scores(clip, table: PairTable, progress: bool = False) -> np.ndarr
     return np.einsum("nd,nd->n", image_emb[rows], text_emb[cols]).astype(np.float64)
 
 
-def diffusion_pair_scores(scorer, table: PairTable, progress: bool = False) -> np.ndarray:
-    """Discffusion score of each pair (the engine batches and caches latents/text embeddings)."""
-    return np.asarray(scorer.score_pairs([str(p) for p in table.images], list(table.texts), progress=progress),
-                      dtype=np.float64)
+def diffusion_readings(scorer, table: PairTable, families: Sequence[str], progress: bool = False):
+    """Every reading the score `families` need for each pair, from one set of U-Net passes."""
+    return scorer.read_pairs([str(p) for p in table.images], list(table.texts), families, progress=progress)
 
 
 class _bar:
@@ -239,4 +239,4 @@ def item_kinds(items: Sequence[Item]) -> dict[str, int]:
 
 
 __all__ = ["PairTable", "choice_rank", "matrix_outcomes", "item_outcomes", "wilson", "summarise", "outcomes_for",
-           "clip_pair_scores", "diffusion_pair_scores", "CI_METHOD", "IMAGE_TO_TEXTS"]
+           "clip_pair_scores", "diffusion_readings", "CI_METHOD", "IMAGE_TO_TEXTS"]

@@ -7,9 +7,9 @@ from typing import Any, Callable
 
 import click
 
-from discff_cli.engine.config import DEFAULT_LEVELS, DEFAULT_MODEL, EngineConfig
+from discff_cli.engine.config import DEFAULT_LEVELS, DEFAULT_MODEL, DEFAULT_SCORE, SCORES, EngineConfig
 
-LAYER_PATTERN = re.compile(r"^(all|down|mid|up|last-[1-9][0-9]*)$")
+LAYER_PATTERN = re.compile(r"^(all|ref|down|mid|up|last-[1-9][0-9]*)$")
 
 
 def _parse_levels(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
@@ -24,28 +24,54 @@ def _parse_levels(ctx: click.Context, param: click.Parameter, value: str) -> tup
 
 def _parse_layers(ctx: click.Context, param: click.Parameter, value: str) -> str:
     if not LAYER_PATTERN.match(value):
-        raise click.BadParameter("expected all, down, mid, up or last-N")
+        raise click.BadParameter("expected all, ref, down, mid, up or last-N")
     return value
 
 
+SCORE_HELP = ("Score read from the U-Net passes: denoise (empty-prompt-normalised noise-prediction error), "
+              "attention (paper Eq. 4 alone) or discffusion (attention + the authors' error gap).")
+
+
+def _parse_scores(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    scores = tuple(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
+    unknown = [s for s in scores if s not in SCORES]
+    if not scores or unknown:
+        raise click.BadParameter(f"expected a comma-separated subset of {', '.join(SCORES)}")
+    return scores
+
+
+def score_option(many: bool = False) -> Callable:
+    """--score: one family (score, search, tune, demo) or, with `many`, a comma list (eval)."""
+    if many:
+        return click.option("--score", default=",".join(SCORES), show_default=True, callback=_parse_scores,
+                            help="Comma-separated scores, all read from one set of U-Net passes. " + SCORE_HELP)
+    return click.option("--score", type=click.Choice(SCORES), default=DEFAULT_SCORE, show_default=True,
+                        help=SCORE_HELP)
+
+
 def engine_options(model_default: str | None = DEFAULT_MODEL,
-                   batch_help: str = "U-Net items per forward pass; 0 picks one from the memory budget.") -> Callable:
-    """Decorate a command with --model --steps --levels --seed --layers --lse-lambda --device --batch-size --prune.
+                   batch_help: str = "U-Net items per forward pass; 0 picks one from the memory budget.",
+                   many_scores: bool = False) -> Callable:
+    """Decorate a command with --model --score --steps --levels --seed --layers --lse-lambda --device --batch-size
+    --mask-padding --prune.
 
     `model_default=None` lets a command decide the model itself (search reads the index manifest);
-    `batch_help` lets a command that batches something else (tune: triplets) say so in --help.
+    `batch_help` lets a command that batches something else (tune: triplets) say so in --help;
+    `many_scores` makes --score a comma list (eval scores every column from one set of passes).
     """
     model_help = "Stable Diffusion: hub id, local diffusers directory, or 'demo'"
     options = [
         click.option("--model", envvar="DISCFF_MODEL", default=model_default, show_default=model_default is not None,
                      help=model_help + " [env DISCFF_MODEL]"),
+        score_option(many_scores),
         click.option("--steps", type=click.IntRange(1, 1000), default=10, show_default=True,
                      help="DDIM timesteps scored per noise level."),
         click.option("--levels", default=",".join(str(s) for s in DEFAULT_LEVELS), show_default=True,
                      callback=_parse_levels, help="Relative noise levels of the ensemble."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of the shared noise."),
         click.option("--layers", default="all", show_default=True, callback=_parse_layers,
-                     help="Cross-attention layers averaged: all, down, mid, up or last-N."),
+                     help="Cross-attention layers of the attention term: all, ref (the authors' last block of down/mid/up), "
+                          "down, mid, up or last-N."),
         click.option("--lse-lambda", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
                      help="Lambda of the LogSumExp pooling."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
@@ -64,6 +90,17 @@ def engine_options(model_default: str | None = DEFAULT_MODEL,
     return decorate
 
 
+def fusion_options(f: Callable) -> Callable:
+    """--fusion and --fusion-weight: how the final order combines CLIP and the rerank score (fusion.py)."""
+    from discff_cli.fusion import DEFAULT_FUSION, DEFAULT_WEIGHT, FUSIONS
+
+    f = click.option("--fusion-weight", type=click.FloatRange(0, 1), default=DEFAULT_WEIGHT, show_default=True,
+                     help="Weight of the rerank score in the fusion (1 - weight goes to CLIP).")(f)
+    return click.option("--fusion", type=click.Choice(FUSIONS), default=DEFAULT_FUSION, show_default=True,
+                        help="Final order: zsum (z-scored weighted sum of rerank and CLIP scores), rrf "
+                             "(reciprocal-rank fusion) or none (the rerank score alone).")(f)
+
+
 def deltas_option(f: Callable) -> Callable:
     """--deltas FILE: prompt deltas from `discff tune`."""
     return click.option("--deltas", type=click.Path(dir_okay=False), default=None,
@@ -75,9 +112,15 @@ def json_option(f: Callable) -> Callable:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(f)
 
 
-ENGINE_KEYS = ("steps", "levels", "seed", "layers", "lse_lambda", "device", "batch_size", "mask_padding", "prune")
+ENGINE_KEYS = ("steps", "levels", "seed", "layers", "lse_lambda", "device", "batch_size", "mask_padding", "prune",
+               "score")
 
 
 def pop_engine_config(kwargs: dict[str, Any]) -> EngineConfig:
-    """Remove the engine options from a command's kwargs and return them as an EngineConfig."""
-    return EngineConfig(**{key: kwargs.pop(key) for key in ENGINE_KEYS})
+    """Remove the engine options from a command's kwargs and return them as an EngineConfig.
+
+    A comma list of scores (eval) configures the engine with its first; the caller reads the rest."""
+    values = {key: kwargs.pop(key) for key in ENGINE_KEYS}
+    if isinstance(values["score"], tuple):
+        values["score"] = values["score"][0]
+    return EngineConfig(**values)

@@ -2,39 +2,59 @@
 
 `discff search`, `discff demo` (and the service) hold one `Searcher` so the models load once and
 the scorer's caches carry over between queries; the commands only parse and render.
+
+The final order fuses the shortlist's CLIP score with the rerank score (discff_cli/fusion.py), so
+reranking cannot bury what CLIP already found when the diffusion model knows less than CLIP.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 from discff_cli.clip_resolve import load_clip_cli
 from discff_cli.errors import DiscffError
+from discff_cli.fusion import DEFAULT_FUSION, DEFAULT_WEIGHT, final_order
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """How the final order combines CLIP and the rerank score (fusion.py)."""
+
+    method: str = DEFAULT_FUSION
+    weight: float = DEFAULT_WEIGHT
 
 
 def run_search(query: str, index_dir: str, top: int | None, rerank: int | None, clip_spec: str | None,
-               model: str | None, deltas: str | None, config, progress: bool = False) -> tuple[list[dict], str | None]:
-    """Shortlist with the index's CLIP, then (optionally) rerank; returns JSON-ready rows and the rerank model."""
-    searcher = Searcher(index_dir, clip_spec, model, deltas, config)
-    return searcher.search(query, top, rerank, progress), searcher.model
+               model: str | None, deltas: str | None, config, progress: bool = False,
+               fusion: Fusion = Fusion()) -> tuple[list[dict], dict]:
+    """Shortlist with the index's CLIP, then (optionally) rerank; returns JSON-ready rows and their provenance."""
+    searcher = Searcher(index_dir, clip_spec, model, deltas, config, fusion)
+    rows = searcher.search(query, top, rerank, progress)
+    return rows, searcher.provenance(rerank)
 
 
 class Searcher:
     """One index with its CLIP and, from the first rerank on, its Discffusion scorer.
 
     Loading the models costs seconds, so a caller with several queries (`discff demo`) keeps one
-    Searcher and pays that once; the scorer's text and latent caches carry over between queries.
+    Searcher and pays that once; the scorer's text, latent and empty-prompt caches carry over
+    between queries.
     """
 
-    def __init__(self, index_dir: str, clip_spec: str | None, model: str | None, deltas: str | None, config) -> None:
+    def __init__(self, index_dir: str, clip_spec: str | None, model: str | None, deltas: str | None, config,
+                 fusion: Fusion = Fusion()) -> None:
         from index.search import SearchIndex
 
-        self.index_dir, self.deltas, self.config = index_dir, deltas, config
+        self.index_dir, self.deltas, self.config, self.fusion = index_dir, deltas, config, fusion
         self.index = SearchIndex(index_dir)
         self.clip = load_clip_cli(clip_spec or self.index.clip_spec, config.device)
         self.model = model or self.index.manifest.get("model")
         self._scorer = None
+        self.last_stats: dict[str, Any] = {}  # timings and U-Net passes of the last search
 
     def scorer(self):
         if self._scorer is None:
@@ -43,37 +63,77 @@ class Searcher:
             self._scorer = load_scorer(self.model, self.config, self.deltas)
         return self._scorer
 
-    def search(self, query: str, top: int | None, rerank: int | None, progress: bool = False) -> list[dict]:
+    def shortlist(self, query: str, k: int) -> list:
         from index.search import search_text
 
-        k = top or rerank or 10
-        hits = search_text(self.index, self.clip, query, max(k, rerank or 0))
-        rerank_scores: dict[int, float] = {}
-        if rerank:
-            head = hits[:rerank]
-            scores = self._rerank(query, head, progress)
-            rerank_scores = {h.row: float(s) for h, s in zip(head, scores)}
-            order = sorted(range(len(head)), key=lambda i: (-float(scores[i]), i))
-            hits = [head[i] for i in order] + hits[rerank:]
-        return [{"rank": rank, "path": _display(hit.path), "clip_score": round(hit.clip_score, 6),
-                 "rerank_score": rerank_scores.get(hit.row)} for rank, hit in enumerate(hits[:k], start=1)]
+        return search_text(self.index, self.clip, query, k)
 
-    def _rerank(self, query: str, head: list, progress: bool):
+    def search(self, query: str, top: int | None, rerank: int | None, progress: bool = False) -> list[dict]:
+        """The top rows for `query`: CLIP order, or the fused order of the reranked head."""
+        k = top or rerank or 10
+        start = time.perf_counter()
+        hits = self.shortlist(query, max(k, rerank or 0))
+        self.last_stats = {"shortlist_s": round(time.perf_counter() - start, 4), "rerank_s": 0.0, "unet_passes": 0}
+        clip_rank = {h.row: h.rank for h in hits}
+        scores: dict[int, float] = {}
+        if rerank:
+            hits, scores = self._reranked(query, hits, rerank, progress)
+        return [{"rank": rank, "path": _display(hit.path), "clip_score": round(hit.clip_score, 6),
+                 "clip_rank": clip_rank[hit.row], "rerank_score": scores.get(hit.row), "id": hit.row}
+                for rank, hit in enumerate(hits[:k], start=1)]
+
+    def _reranked(self, query: str, hits: list, rerank: int, progress: bool) -> tuple[list, dict[int, float]]:
+        start = time.perf_counter()
+        head, rest = hits[:rerank], hits[rerank:]
+        readable, unreadable = self.readable(head)
+        scorer = self.scorer()
+        passes = scorer.unet_passes
+        values = self.rerank_readings(query, readable, (self.config.score,), progress).score(self.config.score)
+        values = values.mean(dim=1).double().numpy()
+        order = final_order([h.clip_score for h in readable], values, self.fusion.method, self.fusion.weight)
+        self.last_stats.update(rerank_s=round(time.perf_counter() - start, 4), unet_passes=scorer.unet_passes - passes,
+                               skipped=[h.rel for h in unreadable])
+        scores = {h.row: float(v) for h, v in zip(readable, values)}
+        return [readable[i] for i in order] + unreadable + rest, scores
+
+    def rerank_readings(self, query: str, hits: Sequence, families: Sequence[str], progress: bool = False):
+        """Readings of (hit, query) for every hit, from one set of U-Net passes (engine/scores.py)."""
         from discff_cli.engine.latent_store import seed_from_store
 
         if not self.model:
             raise DiscffError("The index records no model for reranking; pass --model.")
-        _check_files(head)
         scorer = self.scorer()
-        seed_from_store(scorer, self.index_dir, [h.path for h in head])  # skips the VAE when built with --latents
-        return scorer.score_images([h.path for h in head], query, progress=progress)
+        paths = [h.path for h in hits]
+        seed_from_store(scorer, self.index_dir, paths)  # with --latents: no VAE, no empty-prompt passes
+        return scorer.read_pairs(paths, [query] * len(paths), families, progress=progress)
 
+    def readable(self, hits: list) -> tuple[list, list]:
+        """Hits whose file can still be decoded, and the others (vanished or changed into garbage since
+        indexing): those keep their CLIP order after the reranked ones, with one warning line."""
+        from index.imageio import ImageDecodeError, open_rgb
 
-def _check_files(hits) -> None:
-    missing = [h.path for h in hits if not Path(h.path).is_file()]
-    if missing:
-        raise DiscffError(f"{len(missing)} indexed file(s) no longer exist (first: '{missing[0]}'); "
-                          "run `discff index build` again before reranking.")
+        good, bad = [], []
+        for hit in hits:
+            try:
+                open_rgb(hit.path)
+                good.append(hit)
+            except (ImageDecodeError, OSError):
+                bad.append(hit)
+        if bad:
+            print(f"warning: {len(bad)} shortlisted file(s) can no longer be read (first: '{bad[0].rel}'); "
+                  "they are not reranked — run `discff index build` to refresh the index.", file=sys.stderr)
+        return good, bad
+
+    def provenance(self, rerank: int | None) -> dict[str, Any]:
+        """What produced the results, for --json: index, CLIP, and (when reranking) model, deltas, score, engine."""
+        doc: dict[str, Any] = {"index": str(self.index.store.path), "clip": self.index.clip_spec,
+                               "clip_fingerprint": self.index.manifest["clip"]["fingerprint"]}
+        if rerank:
+            scorer = self.scorer()
+            doc.update(model=self.model, model_fingerprint=scorer.parts.fingerprint, deltas=self.deltas,
+                       score=self.config.score, fusion={"method": self.fusion.method, "weight": self.fusion.weight},
+                       engine=self.config.to_dict())
+        return doc
 
 
 def _display(path: str) -> str:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from discff_cli.engine.config import EngineConfig
+from discff_cli.engine.config import SCORES, EngineConfig
 from discff_cli.engine.prune import ordered_conditions, spread_order
 from discff_cli.engine.scorer import Scorer
 
@@ -24,8 +24,9 @@ def demo_parts():
     return load_sd("demo")
 
 
-def _scorer(parts, prune: bool) -> Scorer:
-    return Scorer(parts, EngineConfig(steps=4, levels=(0.3, 0.7), device="cpu", batch_size=64, prune=prune))
+def _scorer(parts, prune: bool, score: str = "attention") -> Scorer:
+    return Scorer(parts, EngineConfig(steps=4, levels=(0.3, 0.7), device="cpu", batch_size=64, prune=prune,
+                                      score=score))
 
 
 def _image():
@@ -42,34 +43,39 @@ def test_spread_order_covers_the_grid_once_and_spreads_the_first_timesteps():
     assert first[0] == 0 and first[-1] == 9  # both ends of the schedule in the coarsest round
 
 
-def test_prune_uses_fewer_passes_and_keeps_the_clear_winner(demo_parts):
+@pytest.mark.parametrize("score", SCORES)
+def test_prune_uses_fewer_passes_and_keeps_the_clear_winner(demo_parts, score):
     image = _image()
-    full = _scorer(demo_parts, prune=False)
-    latents = full.encode_images([image] * len(TEXTS))
-    states, mask = full.encode_texts(TEXTS)
+    texts = TEXTS if score == "attention" else [TEXTS[0], *TEXTS[2:]]  # the swap is no clear loss everywhere
+    full = _scorer(demo_parts, prune=False, score=score)
+    latents = full.encode_images([image] * len(texts))
+    states, mask = full.encode_texts(texts)
     with torch.inference_mode():
         per_condition = full.score_conditions(latents, states, mask)
     top = int(per_condition.mean(dim=1).argmax())
-    others = [i for i in range(len(TEXTS)) if i != top]
+    others = [i for i in range(len(texts)) if i != top]
     assert bool((per_condition[top] > per_condition[others]).all())  # hand-made: it wins under every condition
-    pruned = _scorer(demo_parts, prune=True)
-    scores = pruned.score_texts(image, TEXTS)
+    pruned = _scorer(demo_parts, prune=True, score=score)
+    scores = pruned.score_texts(image, texts)
     assert int(np.argmax(scores)) == top
-    assert pruned.unet_passes * 2 <= len(TEXTS) * len(full.conditions)
-    assert pruned.last_prune.passes == pruned.unet_passes
-    again = _scorer(demo_parts, prune=True)
-    assert np.array_equal(again.score_texts(image, TEXTS), scores) and again.unet_passes == pruned.unet_passes
+    text_passes = pruned.unet_passes - pruned.empty_passes
+    assert text_passes < 0.6 * len(texts) * len(full.conditions)
+    assert pruned.last_prune.passes == text_passes
+    assert pruned.empty_passes <= len(full.conditions)  # one image: at most one empty-prompt pass per condition
+    again = _scorer(demo_parts, prune=True, score=score)
+    assert np.array_equal(again.score_texts(image, texts), scores) and again.unet_passes == pruned.unet_passes
 
 
-def test_pruned_survivor_scores_equal_full_scores_on_the_grid_they_saw(tiny_parts):
+@pytest.mark.parametrize("score", SCORES)
+def test_pruned_survivor_scores_equal_full_scores_on_the_grid_they_saw(tiny_parts, score):
     from PIL import Image
 
     images = [Image.new("RGB", (64, 64), (200, 30, 30)), Image.new("RGB", (64, 64), (30, 30, 200))]
-    pruned = _scorer(tiny_parts, prune=True)
+    pruned = _scorer(tiny_parts, prune=True, score=score)
     scores = pruned.score_images(images, "x")
     rounds = pruned.last_prune.rounds
     seen = ordered_conditions(pruned.conditions)[:rounds[-1][1]]
-    full = _scorer(tiny_parts, prune=False)
+    full = _scorer(tiny_parts, prune=False, score=score)
     latents = full.encode_images(images)
     states, mask = full.encode_texts(["x", "x"])
     with torch.inference_mode():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from discff_cli.engine.config import EngineConfig
+from discff_cli.engine.config import SCORES, EngineConfig
 from discff_cli.engine.processor import LSECrossAttnProcessor
 from discff_cli.engine.scorer import Scorer
 
@@ -30,15 +30,16 @@ def test_loads_sd21_layout_and_hooks_exactly_the_16_cross_attention_layers(tiny_
     assert not any(isinstance(m.processor, LSECrossAttnProcessor) for m in attn1)
 
 
-@pytest.mark.parametrize("lse_lambda", [1.0, 4.0])
-def test_pooled_score_equals_brute_force_eq4_from_full_logits(tiny_parts, sample_image, lse_lambda):
-    scorer = make_scorer(tiny_parts, lse_lambda=lse_lambda)
+@pytest.mark.parametrize("lse_lambda,score", [(1.0, "attention"), (4.0, "attention"), (1.0, "discffusion")])
+def test_pooled_score_equals_brute_force_eq4_from_full_logits(tiny_parts, sample_image, lse_lambda, score):
+    scorer = make_scorer(tiny_parts, lse_lambda=lse_lambda, score=score)
     layer = scorer.layer_names[3]
     attn = tiny_parts.unet.get_submodule(layer)
     captured = {}
 
-    def grab(module, args, kwargs):
-        captured["x"], captured["c"] = args[0].detach().clone(), kwargs["encoder_hidden_states"].detach().clone()
+    def grab(module, args, kwargs):  # the text-conditioned pass comes first; the empty prompt's is not pooled
+        if not captured:
+            captured["x"], captured["c"] = args[0].detach().clone(), kwargs["encoder_hidden_states"].detach().clone()
 
     handle = attn.register_forward_pre_hook(grab, with_kwargs=True)
     latents = scorer.encode_images([sample_image])
@@ -59,12 +60,13 @@ def test_pooled_score_equals_brute_force_eq4_from_full_logits(tiny_parts, sample
         assert abs(float(np.mean(rows)) - float(pooled[h])) < 1e-5
 
 
-def test_a_pair_scores_the_same_alone_and_inside_a_batch_of_eight_others(tiny_parts, sample_image):
+@pytest.mark.parametrize("score", SCORES)
+def test_a_pair_scores_the_same_alone_and_inside_a_batch_of_eight_others(tiny_parts, sample_image, score):
     from PIL import Image
 
     others = [Image.fromarray(np.full((64, 64, 3), 30 * i, dtype=np.uint8)) for i in range(8)]
-    alone = make_scorer(tiny_parts, batch_size=1).score_pairs([sample_image], [CAPTIONS[0]])
-    batched = make_scorer(tiny_parts, batch_size=18).score_pairs([sample_image, *others], CAPTIONS)
+    alone = make_scorer(tiny_parts, batch_size=1, score=score).score_pairs([sample_image], [CAPTIONS[0]])
+    batched = make_scorer(tiny_parts, batch_size=18, score=score).score_pairs([sample_image, *others], CAPTIONS)
     assert abs(alone[0] - batched[0]) < 1e-5
 
 
@@ -88,11 +90,12 @@ def _fed_noise(scorer: Scorer, images, texts):
     return torch.stack(noise).view(len(images), len(scorer.conditions), *samples.shape[1:])
 
 
-def test_every_candidate_gets_the_same_seeded_noise(tiny_parts, sample_image):
+@pytest.mark.parametrize("score", SCORES)
+def test_every_candidate_gets_the_same_seeded_noise(tiny_parts, sample_image, score):
     from PIL import Image
 
     images = [sample_image, Image.new("RGB", (64, 64), (200, 10, 10)), Image.new("RGB", (90, 64), (10, 10, 200))]
-    scorer = make_scorer(tiny_parts, steps=3, levels=(0.2, 0.8), batch_size=4)
+    scorer = make_scorer(tiny_parts, steps=3, levels=(0.2, 0.8), batch_size=4, score=score)
     noise = _fed_noise(scorer, images, ["a red circle"] * 3)
     assert torch.allclose(noise[0], noise[1], atol=1e-4) and torch.allclose(noise[0], noise[2], atol=1e-4)
     # the two levels of one timestep use the same eps_t, different timesteps different ones
@@ -113,12 +116,20 @@ def test_same_seed_gives_identical_scores_and_another_seed_different_ones(tiny_p
 
 
 def test_layer_selection_averages_only_the_chosen_layers(tiny_parts, sample_image):
-    mid = make_scorer(tiny_parts, layers="mid")
+    mid = make_scorer(tiny_parts, layers="mid", score="attention")
     assert mid.selected == ["mid_block.attentions.0.transformer_blocks.0.attn2"]
     assert make_scorer(tiny_parts, layers="last-3").selected == make_scorer(tiny_parts).layer_names[-3:]
     assert make_scorer(tiny_parts, layers="down").selected == make_scorer(tiny_parts).layer_names[:6]
     assert not np.allclose(mid.score_texts(sample_image, CAPTIONS[:2]),
-                           make_scorer(tiny_parts).score_texts(sample_image, CAPTIONS[:2]))
+                           make_scorer(tiny_parts, score="attention").score_texts(sample_image, CAPTIONS[:2]))
+
+
+def test_ref_layers_are_the_last_cross_attention_block_of_down_mid_and_up_as_in_the_authors_code(tiny_parts):
+    assert make_scorer(tiny_parts, layers="ref").selected == [
+        "down_blocks.2.attentions.0.transformer_blocks.0.attn2", "down_blocks.2.attentions.1.transformer_blocks.0.attn2",
+        "mid_block.attentions.0.transformer_blocks.0.attn2",
+        "up_blocks.3.attentions.0.transformer_blocks.0.attn2", "up_blocks.3.attentions.1.transformer_blocks.0.attn2",
+        "up_blocks.3.attentions.2.transformer_blocks.0.attn2"]
 
 
 def test_grid_is_the_ddim_schedule_times_the_levels(tiny_parts):

@@ -27,22 +27,30 @@ def both_systems(world_eval_all, tiny_clip_dir, tiny_sd_dir):
     return json.loads(result.stdout)
 
 
-def test_json_reports_both_systems_per_tag_with_intervals(both_systems):
+SCORES = ("attention", "denoise", "discffusion")
+
+
+def test_json_reports_clip_and_every_score_per_tag_with_intervals(both_systems):
     doc = both_systems
     assert doc["items"] == 4 * 6 + 18
     assert doc["kinds"] == {"image_to_texts": 24, "matrix": 18}
-    assert set(doc["systems"]) == {"clip", "discffusion"}
-    assert doc["systems"]["discffusion"]["config"]["steps"] == 1
-    # every pair of the file scored once per condition (1 step x 1 level)
-    assert doc["systems"]["discffusion"]["unet_passes"] == doc["pairs"]
+    assert set(doc["systems"]) == {"clip", *SCORES}
+    for score in SCORES:
+        assert doc["systems"][score]["score"] == score and doc["systems"][score]["config"]["steps"] == 1
+    # one set of passes for all three columns: every pair once, plus one empty-prompt pass per image
+    passes = doc["systems"]["denoise"]
+    images = passes["empty_prompt_passes"]
+    assert passes["unet_passes"] == doc["pairs"] + images and 0 < images < doc["pairs"]
+    assert passes["passes_shared_by"] == list(SCORES)
     rows = {(r["tag"], r["metric"]): r for r in doc["rows"]}
     for tag in ("attribute_swap", "relation_swap", "shape_swap"):
         assert rows[(tag, "accuracy")]["n"] == 6 and rows[(tag, "accuracy")]["chance"] == 0.5
         assert rows[(tag, "group")]["n"] == 6 and rows[(tag, "group")]["chance"] == pytest.approx(1 / 6, abs=1e-4)
     assert rows[("single_object", "R@5")]["n"] == 6
     assert rows[("all", "accuracy")]["n"] == 24
-    for row in doc["rows"]:
-        for system in ("clip", "discffusion"):
+    for row in doc["rows"]:  # every score against the first, item by item
+        assert [c["systems"] for c in row["paired"]] == [["attention", "denoise"], ["attention", "discffusion"]]
+        for system in ("clip", *SCORES):
             fig = row[system]
             lo, hi = fig["ci95"]
             assert 0 <= lo <= fig["value"] <= hi <= 1
@@ -91,7 +99,7 @@ def random_deltas(tiny_parts, tmp_path_factory):
 
     from discff_cli.engine.config import EngineConfig
     from discff_cli.engine.scorer import Scorer
-    from training.deltas import attach_deltas, detach_deltas, save_deltas_file
+    from discff_cli.engine.deltas import attach_deltas, detach_deltas, save_deltas_file
 
     scorer = Scorer(tiny_parts, EngineConfig(steps=1, levels=(0.5,), device="cpu"))
     generator = torch.Generator().manual_seed(0)
@@ -106,7 +114,7 @@ def random_deltas(tiny_parts, tmp_path_factory):
 def test_deltas_give_zero_shot_and_tuned_columns_from_one_run(both_systems, world_eval_all, tiny_sd_dir,
                                                               random_deltas):
     args = [str(world_eval_all), "--no-clip", "--model", str(tiny_sd_dir), "--deltas", str(random_deltas),
-            *FAST_ENGINE, "--json"]
+            *FAST_ENGINE, "--score", "discffusion", "--json"]
     result = _eval(*args)
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
@@ -118,10 +126,9 @@ def test_deltas_give_zero_shot_and_tuned_columns_from_one_run(both_systems, worl
     assert [r["discffusion"] for r in doc["rows"]] == [r["discffusion"] for r in both_systems["rows"]]
     assert [r["discffusion_tuned"] for r in doc["rows"]] != [r["discffusion"] for r in doc["rows"]]
     for row in doc["rows"]:  # the paired change is counted on the same items as the two columns
-        change = row["paired"]
+        [change] = row["paired"]
         assert change["systems"] == ["discffusion", "discffusion_tuned"] and 0 <= change["p_value"] <= 1
         assert change["gained"] - change["lost"] == row["discffusion_tuned"]["hits"] - row["discffusion"]["hits"]
-    assert "paired" not in both_systems["rows"][0]
 
     only = json.loads(_eval(*args, "--tuned-only").stdout)
     assert set(only["systems"]) == {"discffusion_tuned"}

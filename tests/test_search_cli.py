@@ -44,8 +44,9 @@ def test_default_top_is_ten_and_table_has_the_columns(built_index):
     assert len(search_json(built_index, "anything")["results"]) == 10
     table = run_cli("search", "anything", "--index", built_index)
     assert table.exit_code == 0
-    for column in ("rank", "rerank score", "CLIP score", "path"):
+    for column in ("rank", "CLIP score", "path"):
         assert column in table.output
+    assert "score score" not in table.output and "rerank" not in table.output  # no empty rerank column
 
 
 @pytest.mark.parametrize("case", ["empty query", "missing index", "other clip"])
@@ -65,20 +66,45 @@ def test_rerank_reorders_the_shortlist_by_engine_scores(built_index, tiny_sd_dir
 
     query = "a green triangle above a yellow circle"
     shortlist = search_json(built_index, query, "--top", "5")["results"]
-    engine = ["--steps", "2", "--levels", "0.5", "--seed", "3", "--device", "cpu"]
-    doc = search_json(built_index, query, "--rerank", "5", *engine)  # the model recorded by `index build`
+    engine = ["--steps", "2", "--levels", "0.5", "--seed", "3", "--device", "cpu", "--score", "discffusion"]
+    doc = search_json(built_index, query, "--rerank", "5", "--fusion", "none", *engine)  # the index's model
     results = doc["results"]
     assert {r["path"] for r in results} == {r["path"] for r in shortlist} and len(results) == 5
+    assert doc["score"] == "discffusion" and doc["fusion"]["method"] == "none" and doc["engine"]["seed"] == 3
+    assert doc["model"] == str(tiny_sd_dir) and doc["deltas"] is None and doc["clip"]
 
     clip_by_path = {r["path"]: r["clip_score"] for r in shortlist}
     paths = [r["path"] for r in shortlist]
-    scorer = load_scorer(str(tiny_sd_dir), EngineConfig(steps=2, levels=(0.5,), seed=3, device="cpu"))
+    scorer = load_scorer(str(tiny_sd_dir), EngineConfig(steps=2, levels=(0.5,), seed=3, device="cpu",
+                                                        score="discffusion"))
     direct = scorer.score_images(paths, query)
     assert np.ptp(direct) > 0  # distinct scores, so the order below is the engine's, not a tie-break
     expected = [paths[i] for i in np.argsort(-direct, kind="stable")]
     assert [r["path"] for r in results] == expected
     np.testing.assert_allclose([r["rerank_score"] for r in results], np.sort(direct)[::-1], rtol=1e-4, atol=1e-5)
     assert all(r["clip_score"] == clip_by_path[r["path"]] for r in results)
+    assert sorted(r["clip_rank"] for r in results) == [1, 2, 3, 4, 5]
+
+
+def test_default_search_fuses_the_rerank_score_with_clip(built_index):
+    from discff_cli.fusion import final_order
+
+    engine = ["--steps", "2", "--levels", "0.5", "--device", "cpu"]
+    doc = search_json(built_index, "a red square", "--rerank", "6", *engine)
+    assert doc["score"] == "denoise" and doc["fusion"] == {"method": "zsum", "weight": 0.5}
+    by_clip = sorted(doc["results"], key=lambda r: r["clip_rank"])
+    order = final_order([r["clip_score"] for r in by_clip], [r["rerank_score"] for r in by_clip], "zsum", 0.5)
+    assert [r["path"] for r in doc["results"]] == [by_clip[i]["path"] for i in order]
+
+
+def test_rerank_deeper_than_the_index_and_rerank_zero(built_index):
+    engine = ["--steps", "1", "--levels", "0.5", "--device", "cpu"]
+    table = run_cli("search", "a red square", "--index", built_index, "--rerank", "100", *engine)
+    assert table.exit_code == 0, table.output
+    count = len(search_json(built_index, "x", "--top", "100")["results"])
+    assert f"top {count} reranked" in table.output and "top 100" not in table.output
+    plain = search_json(built_index, "a red square", "--rerank", "0")
+    assert all(r["rerank_score"] is None for r in plain["results"]) and "score" not in plain
 
 
 def test_model_override_reaches_the_engine(built_index, tmp_path):

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from conftest_tune import FAST_CLI, colour_pairs, one_thread, write_images, write_jsonl  # noqa: F401
 from discff_cli.cli import app
-from training.deltas import read_deltas_file
+from discff_cli.engine.deltas import read_deltas_file
 from training.tune import checkpoint_path
 
 
@@ -85,7 +85,7 @@ def test_a_short_tune_run_changes_the_loss_and_writes_deltas_discff_score_accept
 def test_resume_continues_an_interrupted_run_through_the_cli(tiny_parts, tiny_sd_dir, colour_pairs, tmp_path):
     from discff_cli.engine.scorer import Scorer
     from discff_cli.options import EngineConfig
-    from training.deltas import detach_deltas
+    from discff_cli.engine.deltas import detach_deltas
     from training.tune import TuneConfig, Tuner
 
     out = tmp_path / "d.safetensors"

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from conftest_tune import FAST_CLI, fast_config, one_thread  # noqa: F401
 from discff_cli.cli import app
 from discff_cli.engine.scorer import Scorer, load_scorer
-from training.deltas import FullDelta, LowRankDelta, attach_deltas, detach_deltas, save_deltas_file
+from discff_cli.engine.deltas import FullDelta, LowRankDelta, attach_deltas, detach_deltas, save_deltas_file
 
 TEXTS = ["a red circle", "a blue square left of a green triangle", "two yellow circles"]
 

@@ -11,7 +11,7 @@ import torch
 from conftest_tune import colour_pairs, fast_config, one_thread  # noqa: F401
 from discff_cli.engine.processor import lse_pool
 from discff_cli.engine.scorer import Scorer
-from training.deltas import detach_deltas, read_deltas_file
+from discff_cli.engine.deltas import detach_deltas, read_deltas_file
 from training.head_weighting import head_attribution, weights_from_importance
 from training.tune import TuneConfig, Tuner, checkpoint_path
 
@@ -25,9 +25,13 @@ def base_parameters(parts) -> dict[str, torch.nn.Parameter]:
     return named
 
 
-def test_gradients_reach_only_the_deltas_and_base_weights_stay_bit_identical(tiny_parts, colour_pairs, tmp_path):
+@pytest.mark.parametrize("score", ["attention", "denoise"])
+def test_gradients_reach_only_the_deltas_and_base_weights_stay_bit_identical(tiny_parts, colour_pairs, tmp_path,
+                                                                            score):
+    from dataclasses import replace
+
     before = {k: p.detach().clone() for k, p in base_parameters(tiny_parts).items()}
-    scorer = Scorer(tiny_parts, fast_config())
+    scorer = Scorer(tiny_parts, replace(fast_config(), score=score))
     config = TuneConfig(epochs=1, batch_size=4, lr=1e-2, val_fraction=0.0)
     tuner = Tuner(scorer, colour_pairs, tmp_path / "d.safetensors", config)
     for index, batch in enumerate(tuner.epoch_batches(0)[:2]):
@@ -35,8 +39,10 @@ def test_gradients_reach_only_the_deltas_and_base_weights_stay_bit_identical(tin
     try:
         procs = [scorer.processors[n] for n in scorer.layer_names]
         assert all(p.delta_k.weight.grad is not None for p in procs)
-        # p^v of the last layer acts after the last attention map, so it cannot change the score.
-        assert all(p.delta_v.weight.grad is not None for p in procs[:-1]) and procs[-1].delta_v.weight.grad is None
+        assert all(p.delta_v.weight.grad is not None for p in procs[:-1])
+        # The attention term: p^v of the last layer acts after the last attention map, so it cannot change
+        # the score. The denoising term reads the U-Net's output, which it does change.
+        assert (procs[-1].delta_v.weight.grad is None) == (score == "attention")
         assert any(float(p.detach().abs().max()) > 0 for p in tuner.params)  # the deltas did move
         for name, p in base_parameters(tiny_parts).items():
             assert p.grad is None, name
@@ -77,7 +83,7 @@ def test_eq7_attribution_and_head_weights_on_a_hand_built_attention_map():
 
 
 def test_scorer_uses_saved_head_weights_as_a_weighted_mean_over_heads(tiny_parts, sample_image):
-    scorer = Scorer(tiny_parts, fast_config(steps=1))
+    scorer = Scorer(tiny_parts, fast_config(steps=1, score="attention"))  # head weights weigh the attention term
     latents = scorer.encode_images([sample_image])
     states, mask = scorer.encode_texts(["a red circle"])
     with torch.inference_mode():

@@ -27,7 +27,8 @@ def _scene_of(dir_: Path, rel: str) -> w.Scene:
 
 def test_export_eval_writes_every_tag_with_true_answers(tmp_path):
     counts = export_eval(tmp_path, n_per_tag=6)
-    assert counts == {"single_object": 6, "attribute_swap": 6, "relation_swap": 6, "shape_swap": 6, "winoground": 18}
+    assert counts == {"single_object": 6, "single_object_t2i": 6, "attribute_swap": 6, "relation_swap": 6,
+                      "shape_swap": 6, "winoground": 18}
     for tag in ("single_object", "attribute_swap", "relation_swap", "shape_swap"):
         for item in _lines(tmp_path / f"{tag}.jsonl"):
             assert item["tag"] == tag
@@ -40,6 +41,19 @@ def test_export_eval_writes_every_tag_with_true_answers(tmp_path):
     # answers are not always in the same slot (a scorer that always picks slot 0 must not win)
     answers = {item["answer"] for item in _lines(tmp_path / "attribute_swap.jsonl")}
     assert answers == {0, 1}
+
+
+def test_text_to_image_items_offer_one_image_of_every_colour_and_shape_and_only_the_answer_matches(tmp_path):
+    export_eval(tmp_path, n_per_tag=4)
+    for item in _lines(tmp_path / "single_object_t2i.jsonl"):
+        assert item["tag"] == "single_object_t2i" and len(item["images"]) == 12
+        shown = []
+        for name in item["images"]:
+            obj = _scene_of(tmp_path, name).objects
+            assert len(obj) == 1
+            shown.append(f"a {obj[0].colour} {obj[0].shape}")
+        assert sorted(shown) == sorted(f"a {c} {s}" for c in w.COLOURS for s in w.SHAPES)
+        assert shown[item["answer"]] == item["text"]
 
 
 def test_winoground_counterpart_images_show_their_own_caption(tmp_path):

@@ -20,7 +20,7 @@ import torch
 from discff_cli.engine.scorer import Condition, Scorer
 from discff_cli.errors import DiscffError
 from training import tune_data as td
-from training.deltas import attach_deltas, delta_tensors, load_delta_tensors, save_deltas_file
+from discff_cli.engine.deltas import attach_deltas, delta_tensors, load_delta_tensors, save_deltas_file
 from training.head_weighting import HeadWeighting
 
 CHECKPOINT_FORMAT = "discff-tune-checkpoint/1"
@@ -106,6 +106,7 @@ def train_step(scorer: Scorer, cache: PairCache, batch: list[td.Triplet], condit
                config: TuneConfig) -> torch.Tensor:
     pairs = [(t.image, t.text) for t in batch] + [t.negative_pair for t in batch]
     latents, states, mask = cache.pairs(pairs)
+    scorer.invalidate()  # the deltas moved since the last step: e(x, ∅) must be read under the current ones
     scores = scorer.score_conditions(latents, states, mask, [condition])[:, 0]
     return triplet_loss(scores[:len(batch)], scores[len(batch):], config.margin)
 
@@ -114,6 +115,7 @@ def evaluate(scorer: Scorer, cache: PairCache, triplets: list[td.Triplet], margi
     """Accuracy (f(pos) > f(neg)) and mean triplet loss on the inference grid; each distinct pair scored once."""
     pairs = sorted({(t.image, t.text) for t in triplets} | {t.negative_pair for t in triplets})
     latents, states, mask = cache.pairs(pairs)
+    scorer.invalidate()
     with torch.inference_mode():
         scores = scorer.score_latents(latents, states, mask)
     value = dict(zip(pairs, scores.tolist()))

@@ -46,13 +46,17 @@ def export_eval(out_dir: Path, n_per_tag: int = 200, seed: int = 0) -> dict[str,
     out_dir = Path(out_dir)
     img_dir = out_dir / "images"
     img_dir.mkdir(parents=True, exist_ok=True)
-    rows: dict[str, list[dict]] = {"single_object": [], "winoground": [], **{t: [] for t in SWAP_TAGS}}
+    rows: dict[str, list[dict]] = {"single_object": [], "single_object_t2i": [], "winoground": [],
+                                   **{t: [] for t in SWAP_TAGS}}
+    singles = []
     for i, ex in w.iter_split("test", n_per_tag, seed, n_objects=1):
         name = f"images/test_{i:05d}.png"
         ex.image.save(out_dir / name)
+        singles.append((name, w.captions(ex.scene)[0]))
         rows["single_object"].append({"image": name, "texts": SINGLE_CAPTIONS,
                                       "answer": SINGLE_CAPTIONS.index(w.captions(ex.scene)[0]),
                                       "tag": "single_object"})
+    rows["single_object_t2i"] = _text_to_image_rows(out_dir, singles, seed)
     for i, ex in w.iter_split("test", n_per_tag, seed, n_objects=2):
         name = f"images/test_{i:05d}.png"
         ex.image.save(out_dir / name)
@@ -73,6 +77,29 @@ def export_eval(out_dir: Path, n_per_tag: int = 200, seed: int = 0) -> dict[str,
     for key, items in rows.items():
         _write_jsonl(out_dir / f"{key}.jsonl", items)
     return {key: len(items) for key, items in rows.items()}
+
+
+def _text_to_image_rows(out_dir: Path, singles: list[tuple[str, str]], seed: int) -> list[dict]:
+    """Text -> image items: each single-object caption against one image of every colour x shape
+    (12 candidates), its own image the answer. Distractors come from the test split's other
+    single-object scenes, so every candidate is a real test image."""
+    pool: dict[str, list[str]] = {}
+    for name, caption in singles:
+        pool.setdefault(caption, []).append(name)
+    extra = iter(w.iter_split("test", 10 * len(SINGLE_CAPTIONS) + len(singles), seed, n_objects=1))
+    while any(caption not in pool for caption in SINGLE_CAPTIONS):
+        i, ex = next(extra)
+        caption, name = w.captions(ex.scene)[0], f"images/test_{i:05d}.png"
+        if caption not in pool:
+            ex.image.save(out_dir / name)
+            pool[caption] = [name]
+    rows = []
+    for k, (name, caption) in enumerate(singles):
+        rng = random.Random(f"discff-world/t2i/{seed}/{k}")
+        images = [name if c == caption else rng.choice(pool[c]) for c in SINGLE_CAPTIONS]
+        rng.shuffle(images)
+        rows.append({"text": caption, "images": images, "answer": images.index(name), "tag": "single_object_t2i"})
+    return rows
 
 
 def fewshot_negatives(scene: w.Scene, j: int, swaps_only: bool = False) -> list[str]:

@@ -14,7 +14,14 @@ from discff_cli.errors import DiscffError
 from discff_cli.options import deltas_option, engine_options, json_option, pop_engine_config
 from discff_cli.render import print_json, print_table
 
-SYSTEM_LABELS = {"clip": "CLIP", "discffusion": "Discffusion", "discffusion_tuned": "Discffusion tuned"}
+TUNED = "_tuned"
+
+
+def system_label(system: str) -> str:
+    """Column title: CLIP, or the score family (with 'tuned' for the --deltas column)."""
+    if system == "clip":
+        return "CLIP"
+    return system[:-len(TUNED)] + " tuned" if system.endswith(TUNED) else system
 
 
 def limit_per_tag(items: list, n: int | None) -> list:
@@ -40,35 +47,48 @@ def run_clip(spec: str, device: str, table, items, progress: bool) -> tuple[list
     return ev.outcomes_for(items, table, scores), info
 
 
-def run_diffusion(model: str, config, deltas: str | None, zero_shot: bool, table, items,
+def run_diffusion(model: str, config, scores: tuple[str, ...], deltas: str | None, zero_shot: bool, table, items,
                   progress: bool) -> tuple[dict, dict]:
-    """Zero-shot and/or tuned columns from one loaded model: the deltas go on after the zero-shot
-    pass, so both columns share the latents, text states and noise and differ only by the deltas."""
+    """One column per score family, zero-shot and/or tuned, from one loaded model.
+
+    Every family is read from the same U-Net passes (engine/scores.py), so the columns differ
+    only by how those outputs are read; the deltas go on after the zero-shot passes, so the tuned
+    columns share latents, text states and noise and differ only by the deltas."""
+    from discff_cli.engine.deltas import apply_deltas, read_compatible_deltas
     from discff_cli.engine.scorer import load_scorer
-    from training.deltas import apply_deltas, read_compatible_deltas
 
     scorer = load_scorer(model, config)
     if deltas:  # a file for another model fails now, not after the zero-shot pass
         tensors, meta = read_compatible_deltas(scorer, deltas)
     outcomes, systems = {}, {}
     if zero_shot:
-        outcomes["discffusion"], systems["discffusion"] = _score_diffusion(scorer, model, config, None, table, items,
-                                                                           progress)
+        _score_families(scorer, model, config, scores, None, "", table, items, progress, outcomes, systems)
     if deltas:
         apply_deltas(scorer, tensors, meta)
-        outcomes["discffusion_tuned"], systems["discffusion_tuned"] = _score_diffusion(
-            scorer, model, config, deltas, table, items, progress)
+        _score_families(scorer, model, config, scores, deltas, TUNED, table, items, progress, outcomes, systems)
     return outcomes, systems
 
 
-def _score_diffusion(scorer, model: str, config, deltas: str | None, table, items, progress: bool) -> tuple[list, dict]:
+def _score_families(scorer, model: str, config, scores: tuple[str, ...], deltas: str | None, suffix: str, table,
+                    items, progress: bool, outcomes: dict, systems: dict) -> None:
     from discff_cli import evaluation as ev
 
-    passes, start = scorer.unet_passes, time.perf_counter()
-    scores = ev.diffusion_pair_scores(scorer, table, progress=progress)
+    passes, empty, start = scorer.unet_passes, scorer.empty_passes, time.perf_counter()
+    readings = ev.diffusion_readings(scorer, table, scores, progress=progress)
     info = {"model": model, "fingerprint": scorer.parts.fingerprint, "deltas": deltas, "config": config.to_dict(),
-            "unet_passes": scorer.unet_passes - passes, "seconds": round(time.perf_counter() - start, 2)}
-    return ev.outcomes_for(items, table, scores), info
+            "unet_passes": scorer.unet_passes - passes, "empty_prompt_passes": scorer.empty_passes - empty,
+            "passes_shared_by": [s + suffix for s in scores], "seconds": round(time.perf_counter() - start, 2)}
+    for family in scores:
+        values = readings.score(family).mean(dim=1).double().numpy()
+        outcomes[family + suffix] = ev.outcomes_for(items, table, values)
+        systems[family + suffix] = {**info, "score": family}
+
+
+def paired_systems(scores: tuple[str, ...], outcomes: dict) -> list[tuple[str, str]]:
+    """Which columns are compared item by item: each score against the first, and tuned against zero-shot."""
+    pairs = [(scores[0], s) for s in scores[1:] if scores[0] in outcomes and s in outcomes]
+    pairs += [(s, s + TUNED) for s in scores if s in outcomes and s + TUNED in outcomes]
+    return pairs
 
 
 def _cell(result: dict) -> str:
@@ -78,6 +98,11 @@ def _cell(result: dict) -> str:
 
 def _paired_cell(change: dict) -> str:
     return f"+{change['gained']} −{change['lost']} p={change['p_value']:.2g}"
+
+
+def _paired_title(change: dict) -> str:
+    before, after = change["systems"]
+    return f"{system_label(after)} vs {system_label(before)}"
 
 
 def _clean(value):
@@ -92,21 +117,21 @@ def _clean(value):
 
 
 def render_table(file: str, n_items: int, rows: list[dict], systems: dict[str, dict]) -> None:
-    names = [s for s in SYSTEM_LABELS if s in systems]
-    columns = ["tag", "metric", "n", "chance"] + [SYSTEM_LABELS[s] for s in names]
-    if rows and "paired" in rows[0]:
-        columns.append("tuned vs zero-shot")
+    names = list(systems)
+    paired = rows[0].get("paired", []) if rows else []
+    columns = ["tag", "metric", "n", "chance"] + [system_label(s) for s in names] + [_paired_title(c) for c in paired]
     table_rows = []
     for row in rows:
         chance = "—" if math.isnan(row["chance"]) else f"{row['chance']:.3f}"
         table_rows.append([row["tag"], row["metric"], row["n"], chance] + [_cell(row[s]) for s in names]
-                          + ([_paired_cell(row["paired"])] if "paired" in row else []))
-    models = ", ".join(f"{SYSTEM_LABELS[s]}: {systems[s]['model']}" for s in names)
-    print_table(f"{file} — {n_items} items — {models}", columns, table_rows,
+                          + [_paired_cell(c) for c in row.get("paired", [])])
+    models = sorted({systems[s]["model"] for s in names})
+    print_table(f"{file} — {n_items} items — {', '.join(models)}", columns, table_rows,
                 ["left", "left", "right", "right"] + ["right"] * (len(columns) - 4))
     click.echo("[95% CI]: Wilson score interval over items; ties count as misses.")
-    if rows and "paired" in rows[0]:
-        click.echo("tuned vs zero-shot: items gained / lost on the same items, exact McNemar p-value.")
+    if paired:
+        click.echo("A vs B: items A gets right and B wrong (+) and the reverse (−) on the same items, "
+                   "exact McNemar p-value.")
 
 
 @click.command("eval")
@@ -117,7 +142,7 @@ def render_table(file: str, n_items: int, rows: list[dict], systems: dict[str, d
 @click.option("--no-diffusion", is_flag=True, help="Skip the Discffusion column.")
 @click.option("--max-per-tag", type=click.IntRange(min=1), default=None,
               help="Score only the first N items of each tag (a quick slice).")
-@engine_options(model_default=None)
+@engine_options(model_default=None, many_scores=True)
 @deltas_option
 @click.option("--tuned-only", is_flag=True,
               help="With --deltas: skip the zero-shot Discffusion column (half the U-Net passes).")
@@ -132,7 +157,8 @@ def eval_(file: str, clip_spec: str, no_clip: bool, no_diffusion: bool, max_per_
       {"text": t, "images": [a, b, c], "answer": k}     which image matches the text
       {"image": a, "texts": [t1, t2, t3], "answer": k}  which text matches the image
     Reports accuracy (= R@1), R@5 and Winoground text/image/group scores per tag.
-    With --deltas, Discffusion is reported zero-shot and tuned side by side.
+    --score a,b,c gives one column per score, all from one set of U-Net passes.
+    With --deltas, each score is reported zero-shot and tuned side by side.
     --model defaults to 'demo' with --clip demo, else to Stable Diffusion 2.1-base.
     """
     from discff_cli import evaluation as ev
@@ -144,6 +170,7 @@ def eval_(file: str, clip_spec: str, no_clip: bool, no_diffusion: bool, max_per_
         raise DiscffError(f"Deltas file '{deltas}' does not exist.")
     if tuned_only and not deltas:
         raise DiscffError("--tuned-only needs --deltas FILE (the tuned column is the only one it keeps).")
+    scores = engine["score"]
     config = pop_engine_config(engine)
     model = model or ("demo" if clip_spec == "demo" else DEFAULT_MODEL)
     items = limit_per_tag(load_items(file), max_per_tag)
@@ -153,11 +180,10 @@ def eval_(file: str, clip_spec: str, no_clip: bool, no_diffusion: bool, max_per_
     if not no_clip:
         outcomes["clip"], systems["clip"] = run_clip(clip_spec, config.device, table, items, progress)
     if not no_diffusion:
-        diffusion = run_diffusion(model, config, deltas, not tuned_only, table, items, progress)
+        diffusion = run_diffusion(model, config, scores, deltas, not tuned_only, table, items, progress)
         outcomes.update(diffusion[0])
         systems.update(diffusion[1])
-    both = {"discffusion", "discffusion_tuned"} <= set(outcomes)
-    rows = ev.summarise(items, outcomes, paired=("discffusion", "discffusion_tuned") if both else None)
+    rows = ev.summarise(items, outcomes, paired=paired_systems(scores, outcomes))
     if as_json:
         print_json(_clean({"file": file, "items": len(items), "kinds": ev.item_kinds(items), "pairs": len(table.images),
                            "ci": ev.CI_METHOD, "systems": systems, "rows": rows}))

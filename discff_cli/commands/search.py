@@ -7,8 +7,8 @@ import click
 from discff_cli.clip_resolve import library_errors
 from discff_cli.commands.index_cmd import index_option
 from discff_cli.errors import DiscffError
-from discff_cli.options import deltas_option, engine_options, json_option, pop_engine_config
-from discff_cli.pipeline import run_search
+from discff_cli.options import deltas_option, engine_options, fusion_options, json_option, pop_engine_config
+from discff_cli.pipeline import Fusion, run_search
 from discff_cli.render import print_json, print_table
 
 
@@ -17,25 +17,41 @@ from discff_cli.render import print_json, print_table
 @index_option
 @click.option("--top", "top", type=click.IntRange(min=1), default=None,
               help="Results to show (default 10, or N with --rerank N).")
-@click.option("--rerank", type=click.IntRange(min=1), default=None,
-              help="Re-score the top N of the shortlist with Discffusion and order by that score.")
+@click.option("--rerank", type=click.IntRange(min=0), default=None,
+              help="Re-score the top N of the shortlist with Discffusion (0 = no reranking).")
+@fusion_options
 @click.option("--clip", default=None,
               help="CLIP to encode the query; must be the one the index was built with (default: the index's).")
 @engine_options(model_default=None)
 @deltas_option
 @json_option
-def search(query: str, index_dir: str, top: int | None, rerank: int | None, clip: str | None, model: str | None,
-           deltas: str | None, as_json: bool, **engine: object) -> None:
+def search(query: str, index_dir: str, top: int | None, rerank: int | None, fusion: str, fusion_weight: float,
+           clip: str | None, model: str | None, deltas: str | None, as_json: bool, **engine: object) -> None:
     """Find the images of the index that best match QUERY."""
     if not query.strip():
         raise DiscffError("The query is empty; give the text to search for, e.g. discff search \"a red cube\".")
     config = pop_engine_config(engine)
     with library_errors():
-        results, model = run_search(query, index_dir, top, rerank, clip, model, deltas, config, progress=not as_json)
+        results, provenance = run_search(query, index_dir, top, rerank, clip, model, deltas, config,
+                                         progress=not as_json, fusion=Fusion(fusion, fusion_weight))
     if as_json:
-        print_json({"query": query, "results": results})
+        print_json({"query": query, **provenance, "results": results})
         return
-    rows = [(r["rank"], "-" if r["rerank_score"] is None else f"{r['rerank_score']:.5f}", f"{r['clip_score']:.4f}",
-             r["path"]) for r in results]
-    title = f"\"{query}\"" + (f" — top {rerank} reranked with Discffusion ({model})" if rerank else "")
-    print_table(title, ["rank", "rerank score", "CLIP score", "path"], rows, ["right", "right", "right", "left"])
+    render_results(query, results, provenance)
+
+
+def render_results(query: str, results: list[dict], provenance: dict) -> None:
+    """The results table; the rerank columns only when something was reranked."""
+    reranked = [r for r in results if r["rerank_score"] is not None]
+    if not reranked:
+        rows = [(r["rank"], f"{r['clip_score']:.4f}", r["path"]) for r in results]
+        print_table(f"\"{query}\"", ["rank", "CLIP score", "path"], rows, ["right", "right", "left"])
+        return
+    rows = [(r["rank"], r["clip_rank"], "-" if r["rerank_score"] is None else f"{r['rerank_score']:.5f}",
+             f"{r['clip_score']:.4f}", r["path"]) for r in results]
+    fusion = provenance["fusion"]
+    how = "alone" if fusion["method"] == "none" else f"fused with CLIP ({fusion['method']}, weight {fusion['weight']})"
+    title = (f"\"{query}\" — top {len(reranked)} reranked with the {provenance['score']} score of "
+             f"{provenance['model']}, {how}")
+    print_table(title, ["rank", "CLIP rank", f"{provenance['score']} score", "CLIP score", "path"], rows,
+                ["right", "right", "right", "right", "left"])

@@ -1,9 +1,12 @@
 """Persistent VAE latents in the index directory, so `search --rerank` skips the VAE.
 
-`latents.npy` (float16 [N, C, h, w], memory-mapped: a rerank reads only its candidates' rows)
-and `latents.json` (the scorer's content keys, row by row, and the model fingerprint and
-resolution they were made with). Keys are the scorer's own content hashes, so a renamed file
-still hits and a changed file misses. Written to temp files and renamed, like the index.
+`latents.npy` (float16 [N, C, h, w], memory-mapped: a rerank reads only its candidates' rows),
+`empty.npy` (float32 [N, conditions]: each image's empty-prompt noise-prediction error e(x, ∅) on
+the build's grid and seed, computed from the stored float16 latent so it is exactly what a
+search would compute) and `latents.json` (the scorer's content keys, row by row, the model
+fingerprint and resolution, and the grid and seed of `empty.npy`). Keys are the scorer's own
+content hashes, so a renamed file still hits and a changed file misses. Written to temp files
+and renamed, like the index.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-ARRAY, META = "latents.npy", "latents.json"
+ARRAY, META, EMPTY = "latents.npy", "latents.json", "empty.npy"
 
 
 def _read_meta(index_dir: Path) -> dict[str, Any] | None:
@@ -49,22 +52,60 @@ def update_latent_store(index_dir: str | Path, scorer: Any, paths: Sequence[str 
         advance(len(chunk))
     rows = [old[old_rows[k]] if k in old_rows else fresh[k] for k in keys]
     shape = (len(keys), *scorer.latent_shape)
-    _atomic_save(index_dir, np.stack(rows) if rows else np.zeros(shape, np.float16),
+    array = np.stack(rows) if rows else np.zeros(shape, np.float16)
+    grid = [[c.timestep, c.level] for c in scorer.conditions]
+    empty = _empty_errors(index_dir, scorer, array, keys, meta, grid)
+    _atomic_save(index_dir, array, empty,
                  {"keys": keys, "fingerprint": scorer.parts.fingerprint, "model": scorer.parts.name,
-                  "resolution": scorer.parts.resolution})
+                  "resolution": scorer.parts.resolution, "empty": {"conditions": grid, "seed": scorer.config.seed}})
     return {"encoded": len(todo), "reused": len(keys) - len(todo), "dropped": len(set(old_rows) - set(keys))}
 
 
-def _atomic_save(index_dir: Path, array: np.ndarray, meta: dict[str, Any]) -> None:
+def _empty_errors(index_dir: Path, scorer: Any, array: np.ndarray, keys: list[str], meta: dict[str, Any] | None,
+                  grid: list[list]) -> np.ndarray:
+    """e(x, ∅) per stored latent on the scorer's grid: reused where the last build made it on the same
+    grid and seed, else one empty-prompt pass per image and condition."""
+    import torch
+
+    old = _stored_empty(index_dir, meta, scorer, grid)
+    out = np.zeros((len(keys), len(grid)), np.float32)
+    todo = [i for i, k in enumerate(keys) if k not in old]
+    for i, k in enumerate(keys):
+        if k in old:
+            out[i] = old[k]
+    for start in range(0, len(todo), 64):
+        rows = todo[start:start + 64]
+        latents = torch.from_numpy(np.asarray(array[rows], dtype=np.float32))
+        with torch.inference_mode():
+            out[rows] = scorer.empty_errors(latents, scorer.conditions).numpy()
+    return out
+
+
+def _stored_empty(index_dir: Path, meta: dict[str, Any] | None, scorer: Any, grid: list[list]) -> dict[str, np.ndarray]:
+    """key -> stored empty-prompt errors, when the store has them for this model, grid and seed."""
+    if not _compatible(meta, scorer) or not (index_dir / EMPTY).is_file():
+        return {}
+    info = meta.get("empty") or {}
+    if info.get("conditions") != grid or info.get("seed") != scorer.config.seed:
+        return {}
+    values = np.load(index_dir / EMPTY, mmap_mode="r")
+    return {k: np.asarray(values[i]) for i, k in enumerate(meta["keys"])}
+
+
+def _atomic_save(index_dir: Path, array: np.ndarray, empty: np.ndarray, meta: dict[str, Any]) -> None:
     tmp_array, tmp_meta = index_dir / (ARRAY + ".tmp.npy"), index_dir / (META + ".tmp")
+    tmp_empty = index_dir / (EMPTY + ".tmp.npy")
     np.save(tmp_array, array)
+    np.save(tmp_empty, empty)
     tmp_meta.write_text(json.dumps(meta))
     os.replace(tmp_array, index_dir / ARRAY)
+    os.replace(tmp_empty, index_dir / EMPTY)
     os.replace(tmp_meta, index_dir / META)
 
 
 def seed_from_store(scorer: Any, index_dir: str | Path, paths: Sequence[str | Path]) -> int:
-    """Put the stored latents of `paths` into the scorer's cache; returns how many were found."""
+    """Put the stored latents of `paths` (and their empty-prompt errors, when stored for the scorer's seed)
+    into the scorer's caches; returns how many were found."""
     from discff_cli.engine.preprocess import image_key
 
     index_dir = Path(index_dir)
@@ -79,4 +120,19 @@ def seed_from_store(scorer: Any, index_dir: str | Path, paths: Sequence[str | Pa
         if key in row_of:
             found[key] = np.asarray(array[row_of[key]], dtype=np.float32)
     scorer.seed_latents(found)
+    _seed_empty(scorer, index_dir, meta, found, row_of)
     return len(found)
+
+
+def _seed_empty(scorer: Any, index_dir: Path, meta: dict[str, Any], latents: dict[str, np.ndarray],
+                row_of: dict[str, int]) -> None:
+    """The stored e(x, ∅) of the found latents, keyed as the scorer keys them (by the float32 latent)."""
+    import torch
+
+    info = meta.get("empty") or {}
+    if not latents or info.get("seed") != scorer.config.seed or not (index_dir / EMPTY).is_file():
+        return
+    values = np.load(index_dir / EMPTY, mmap_mode="r")
+    conditions = [(int(t), float(s)) for t, s in info["conditions"]]
+    for key, latent in latents.items():
+        scorer.seed_empty_errors(torch.from_numpy(latent), conditions, np.asarray(values[row_of[key]]).tolist())

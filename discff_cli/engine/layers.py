@@ -18,10 +18,30 @@ def block_kind(layer_name: str) -> str:
     return {"down_blocks": "down", "mid_block": "mid", "up_blocks": "up"}.get(head, "other")
 
 
+def reference_layers(names: list[str]) -> list[str]:
+    """The layers the authors' `ascore` averages: every attention of the *last* cross-attention
+    block of down, of mid and of up (eric-ai-lab/Discffusion, unet_2d_condition.py, `forward`:
+    ``list(blocks.values())[-1]`` per part, then the last transformer block of each attention)."""
+    chosen = []
+    for kind in ("down", "mid", "up"):
+        layers = [n for n in names if block_kind(n) == kind]
+        if layers:
+            last_block = max(_block_index(n) for n in layers)
+            chosen += [n for n in layers if _block_index(n) == last_block]
+    return chosen
+
+
+def _block_index(layer_name: str) -> int:
+    parts = layer_name.split(".")
+    return int(parts[1]) if parts[0] in ("down_blocks", "up_blocks") else 0
+
+
 def select_layers(names: list[str], choice: str) -> list[str]:
-    """Apply `--layers all|down|mid|up|last-N` to the ordered layer names."""
+    """Apply `--layers all|ref|down|mid|up|last-N` to the ordered layer names."""
     if choice == "all":
         return list(names)
+    if choice == "ref":
+        return reference_layers(names)
     if choice.startswith("last-"):
         count = int(choice.split("-", 1)[1])
         return list(names[-count:])

@@ -20,6 +20,7 @@ class ScoreSink:
     def __init__(self) -> None:
         self.pooled: dict[str, torch.Tensor] = {}
         self.token_mask: torch.Tensor | None = None  # [batch, m] bool, True = token takes part in the LSE
+        self.active = True  # False: no score needs the attention term, so every layer runs on SDPA
 
     def clear(self) -> None:
         self.pooled.clear()
@@ -94,7 +95,7 @@ class LSECrossAttnProcessor(torch.nn.Module):
         key = key.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
         value = value.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
 
-        if self.record:
+        if self.record and self.sink.active:
             logits = torch.matmul(query * attn.scale, key.transpose(-1, -2))  # [b, heads, n, m]
             if self.logit_hook is not None:
                 logits = self.logit_hook(self.name, logits)

@@ -20,6 +20,7 @@ from discff_cli.engine.batching import auto_batch_size
 from discff_cli.engine.config import EngineConfig
 from discff_cli.engine.layers import cross_attention_layers, select_layers
 from discff_cli.engine.processor import LSECrossAttnProcessor, ScoreSink
+from discff_cli.engine.scores import Readings, needs
 from discff_cli.models import SDParts, load_sd
 
 ImageInput = Any  # str | Path | PIL.Image.Image
@@ -67,7 +68,10 @@ class Scorer:
         self.conditions = self._conditions()
         self._latents: dict[str, torch.Tensor] = {}
         self._texts: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self.unet_passes = 0
+        self._empty: dict[tuple[bytes, int, float], float] = {}  # (latent key, t, s) -> e(x, ∅)
+        self.weights_version = 0  # bumped by `invalidate` when deltas change the weights
+        self.unet_passes = 0      # every U-Net item run, empty-prompt passes included
+        self.empty_passes = 0     # of which under the empty prompt
         self.last_prune = None  # PruneReport of the last pruned ranking (config.prune)
 
     # ----- set-up -------------------------------------------------------------------------
@@ -157,6 +161,19 @@ class Scorer:
             scores = self.score_latents(latents, text_states, token_mask, progress=progress)
         return scores.double().cpu().numpy()
 
+    def read_pairs(self, images: Sequence[ImageInput], texts: Sequence[str], families: Sequence[str],
+                   progress: bool = False) -> Readings:
+        """The readings of pair i = (images[i], texts[i]) that `families` need, from one set of passes.
+
+        `discff eval --score a,b,c` scores every column from these, so the columns differ only by
+        how the same U-Net outputs are read."""
+        if len(images) != len(texts):
+            raise ValueError("images and texts must have the same length")
+        latents = self.encode_images(images)
+        text_states, token_mask = self.encode_texts(texts)
+        with torch.inference_mode():
+            return self.read_conditions(latents, text_states, token_mask, None, families, progress)
+
     def score_texts(self, image: ImageInput, texts: Sequence[str], progress: bool = False) -> np.ndarray:
         """One image, many captions (successive halving with `config.prune`)."""
         if self.config.prune:
@@ -189,42 +206,122 @@ class Scorer:
 
     def score_conditions(self, latents: torch.Tensor, text_states: torch.Tensor, token_mask: torch.Tensor | None = None,
                          conditions: Sequence[Condition] | None = None, progress: bool = False) -> torch.Tensor:
-        """Score of every pair under every condition: [N, len(conditions)], in float32."""
+        """`config.score` of every pair under every condition: [N, len(conditions)], in float32."""
+        readings = self.read_conditions(latents, text_states, token_mask, conditions, (self.config.score,), progress)
+        return readings.score(self.config.score)
+
+    def read_conditions(self, latents: torch.Tensor, text_states: torch.Tensor, token_mask: torch.Tensor | None = None,
+                        conditions: Sequence[Condition] | None = None, families: Sequence[str] = ("attention",),
+                        progress: bool = False) -> Readings:
+        """Every reading the score `families` need, from one set of U-Net passes (engine/scores.py)."""
         self._ensure_installed()
         conditions = list(conditions or self.conditions)
+        want_attention, want_empty = needs(list(families))
         n_pairs, n_cond = latents.shape[0], len(conditions)
         items = [(p, c) for p in range(n_pairs) for c in range(n_cond)]
-        batch = self.config.batch_size or auto_batch_size(self.parts.unet, self.latent_shape, self.device, self.dtype)
-        batch = -(-len(items) // -(-len(items) // batch)) if items else batch  # equal chunks, no small tail
         noise = {c.timestep: self.noise_for(c.timestep) for c in conditions}
-        chunks = []
+        attention, error = [], []
         advance = _progress_bar(len(items), progress)
-        for start in range(0, len(items), batch):
-            chunk = items[start:start + batch]
-            chunks.append(self._score_items(chunk, conditions, latents, text_states, token_mask, noise))
-            advance(len(chunk))
-        return torch.cat(chunks).view(n_pairs, n_cond)
+        self.sink.active = want_attention
+        try:
+            for chunk in self._chunks(items):
+                pooled, err = self._score_items(chunk, conditions, latents, text_states, token_mask, noise)
+                attention.append(pooled)
+                error.append(err)
+                advance(len(chunk))
+        finally:
+            self.sink.active = True
+        empty = self.empty_errors(latents, conditions) if want_empty else None
+        return Readings(error=torch.cat(error).view(n_pairs, n_cond),
+                        attention=torch.cat(attention).view(n_pairs, n_cond) if want_attention else None,
+                        empty_error=empty, elements=int(np.prod(self.latent_shape)))
 
-    def _score_items(self, chunk: list[tuple[int, int]], conditions: list[Condition], latents: torch.Tensor,
-                     text_states: torch.Tensor, token_mask: torch.Tensor | None,
-                     noise: dict[int, torch.Tensor]) -> torch.Tensor:
-        pair_idx = torch.tensor([p for p, _ in chunk])
-        conds = [conditions[c] for _, c in chunk]
+    def _chunks(self, items: list) -> list[list]:
+        """Equal chunks of at most the batch size (no small tail)."""
+        batch = self.config.batch_size or auto_batch_size(self.parts.unet, self.latent_shape, self.device, self.dtype)
+        batch = -(-len(items) // -(-len(items) // batch)) if items else batch
+        return [items[start:start + batch] for start in range(0, len(items), batch)]
+
+    def _noisy(self, latents: torch.Tensor, conds: list[Condition],
+               noise: dict[int, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """z_t = √ᾱ_t·z + √(1−ᾱ_t)·(s·ε_t) for each (latent, condition); also s·ε_t and t."""
         alphas = self.parts.scheduler.alphas_cumprod
         timesteps = torch.tensor([c.timestep for c in conds])
         a = alphas[timesteps].float().sqrt().view(-1, 1, 1, 1)
         b = (1 - alphas[timesteps].float()).sqrt().view(-1, 1, 1, 1)
         eps = torch.stack([noise[c.timestep] * c.level for c in conds])
-        z = latents[pair_idx].to(eps.device)
-        noisy = a * z + b * eps
-        context = text_states[pair_idx]
+        return a * latents.to(eps.device) + b * eps, eps, timesteps
+
+    def _unet_error(self, noisy: torch.Tensor, eps: torch.Tensor, timesteps: torch.Tensor,
+                    context: torch.Tensor) -> torch.Tensor:
+        """One batched U-Net call; returns ‖ε̂ − s·ε_t‖² per item (the processors fill the sink)."""
+        out = self.parts.unet(noisy.to(self.device, self.dtype), timesteps.to(self.device),
+                              encoder_hidden_states=context.to(self.device, self.dtype)).sample
+        self.unet_passes += noisy.shape[0]
+        return (out.float() - eps.to(out.device)).pow(2).flatten(1).sum(dim=1).cpu()
+
+    def _score_items(self, chunk: list[tuple[int, int]], conditions: list[Condition], latents: torch.Tensor,
+                     text_states: torch.Tensor, token_mask: torch.Tensor | None,
+                     noise: dict[int, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        pair_idx = torch.tensor([p for p, _ in chunk])
+        noisy, eps, timesteps = self._noisy(latents[pair_idx], [conditions[c] for _, c in chunk], noise)
         self.sink.clear()
         self.sink.token_mask = None if token_mask is None or not self.config.mask_padding \
             else token_mask[pair_idx].to(self.device)
-        self.parts.unet(noisy.to(self.device, self.dtype), timesteps.to(self.device),
-                        encoder_hidden_states=context.to(self.device, self.dtype))
-        self.unet_passes += len(chunk)
-        return self._aggregate().float().cpu()
+        error = self._unet_error(noisy, eps, timesteps, text_states[pair_idx])
+        pooled = self._aggregate().float().cpu() if self.sink.active else torch.zeros(len(chunk))
+        return pooled, error
+
+    # ----- the empty-prompt error (one pass per image and condition, cached) -----------------
+
+    def empty_errors(self, latents: torch.Tensor, conditions: Sequence[Condition]) -> torch.Tensor:
+        """e(x, ∅) of every latent under every condition [N, C]; computed once per (image, condition).
+
+        Keyed by the latent's bytes, so every path to a latent (file, PIL image, index store,
+        tuning cache) shares one entry. Never differentiable: it is a per-image baseline. The
+        cache is dropped whenever the weights change (deltas applied or removed, `invalidate`).
+        """
+        keys = [latent_key(z) for z in latents]
+        wanted = [(keys[p], c.timestep, c.level) for p in range(len(keys)) for c in conditions]
+        todo = list(dict.fromkeys(k for k in wanted if k not in self._empty))
+        if todo:
+            first = {key: p for p, key in reversed(list(enumerate(keys)))}
+            self._compute_empty(todo, latents, first)
+        values = torch.tensor([self._empty[k] for k in wanted], dtype=torch.float32)
+        return values.view(len(keys), len(conditions))
+
+    def _compute_empty(self, todo: list[tuple[bytes, int, float]], latents: torch.Tensor,
+                       row_of: dict[bytes, int]) -> None:
+        noise = {t: self.noise_for(t) for _, t, _ in todo}
+        empty_state = self.encode_texts([""])[0]
+        was_active = self.sink.active
+        self.sink.active = False  # the attention term of the empty prompt is never read
+        try:
+            with torch.no_grad():
+                for chunk in self._chunks(todo):
+                    rows = torch.tensor([row_of[key] for key, _, _ in chunk])
+                    conds = [Condition(0, t, s) for _, t, s in chunk]
+                    noisy, eps, timesteps = self._noisy(latents[rows].detach(), conds, noise)
+                    error = self._unet_error(noisy, eps, timesteps, empty_state.expand(len(chunk), -1, -1))
+                    self.empty_passes += len(chunk)
+                    for key, value in zip(chunk, error.tolist()):
+                        self._empty[key] = value
+        finally:
+            self.sink.active = was_active
+
+    def seed_empty_errors(self, latent: torch.Tensor, conditions: Sequence[tuple[int, float]],
+                          values: Sequence[float]) -> None:
+        """Fill the empty-prompt cache from a persistent store (engine/latent_store.py)."""
+        if self.weights_version:
+            return  # the store was made with the base weights; deltas change e(x, ∅)
+        key = latent_key(latent)
+        for (timestep, level), value in zip(conditions, values):
+            self._empty[(key, int(timestep), float(level))] = float(value)
+
+    def invalidate(self) -> None:
+        """The weights changed (deltas): cached empty-prompt errors no longer hold."""
+        self._empty.clear()
+        self.weights_version += 1
 
     def _aggregate(self) -> torch.Tensor:
         """Head-weighted mean per layer, then mean over the selected layers: [batch]."""
@@ -238,6 +335,14 @@ class Scorer:
                 w = weights.to(pooled.device, pooled.dtype)
                 per_layer.append((pooled * w).sum(dim=1) / w.sum())
         return torch.stack(per_layer, dim=1).mean(dim=1)
+
+
+def latent_key(latent: torch.Tensor) -> bytes:
+    """A digest of a latent's float32 bytes: the empty-prompt cache's key."""
+    import hashlib
+
+    data = latent.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
+    return hashlib.blake2b(data, digest_size=16).digest()
 
 
 def _progress_bar(total: int, enabled: bool) -> Callable[[int], None]:
@@ -267,7 +372,7 @@ def load_scorer(model: str, config: EngineConfig, deltas: str | Path | None = No
     parts = load_sd(model, device=str(device), dtype=default_dtype(device))
     scorer = Scorer(parts, config, device)
     if deltas:
-        from training.deltas import apply_deltas_file
+        from discff_cli.engine.deltas import apply_deltas_file
 
         apply_deltas_file(scorer, deltas)
     return scorer

@@ -18,7 +18,7 @@ import torch
 from discff_cli.engine.config import EngineConfig
 from discff_cli.engine.scorer import Condition, load_scorer
 from training import tune_data as td
-from training.deltas import attach_deltas
+from discff_cli.engine.deltas import attach_deltas
 from training.tune import PairCache, TuneConfig, train_step
 
 

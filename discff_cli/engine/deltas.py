@@ -56,6 +56,7 @@ def make_delta(weight_shape: tuple[int, int], rank: int, generator: torch.Genera
 def attach_deltas(scorer: Any, rank: int = 0, seed: int = 0) -> list[torch.nn.Parameter]:
     """Give every cross-attention layer zero-valued p^k, p^v; returns the new (trainable) parameters."""
     generator = torch.Generator().manual_seed(seed)
+    scorer.invalidate()
     params: list[torch.nn.Parameter] = []
     for name, proc in scorer.processors.items():
         attn = scorer.parts.unet.get_submodule(name)
@@ -71,6 +72,7 @@ def detach_deltas(scorer: Any) -> None:
     for proc in scorer.processors.values():
         proc.delta_k = proc.delta_v = None
     scorer.head_weights.clear()
+    scorer.invalidate()
 
 
 def delta_tensors(scorer: Any) -> dict[str, torch.Tensor]:
@@ -99,6 +101,7 @@ def load_delta_tensors(scorer: Any, tensors: dict[str, torch.Tensor], rank: int)
                     if key not in tensors or tuple(tensors[key].shape) != tuple(param.shape):
                         raise DiscffError(f"The deltas do not fit this model: '{key}' is missing or has another shape.")
                     param.copy_(tensors[key].to(param.device, param.dtype))
+    scorer.invalidate()
     scorer.head_weights.clear()
     for key, value in tensors.items():
         if key.startswith("head_weights."):
@@ -115,6 +118,7 @@ def save_deltas_file(path: str | Path, scorer: Any, rank: int, extra: dict[str, 
         "fingerprint": scorer.parts.fingerprint,
         "layers": list(scorer.layer_names),
         "rank": int(rank),
+        "score": scorer.config.score,  # the family the deltas were tuned for (engine/scores.py)
         "engine_config": scorer.config.to_dict(),
         **(extra or {}),
     }
