@@ -25,7 +25,7 @@ def _usable(source, cache: Path, made: dict, failed: dict[str, str]) -> Path | N
         path = source.materialize(cache)
         open_rgb(path)
     except FileNotFoundError:
-        failed.setdefault(source.name, "not found")
+        failed.setdefault(source.name, "file not found")
         path = None
     except ImageDecodeError as exc:
         failed.setdefault(source.name, str(exc))

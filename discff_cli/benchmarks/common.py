@@ -212,8 +212,9 @@ def missing_report(failed: dict[str, str], dropped: int, where: str) -> str:
     names = list(failed)
     shown = ", ".join(f"{n} ({failed[n]})" for n in names[:MISSING_SHOWN])
     more = f" and {len(names) - MISSING_SHOWN} more" if len(names) > MISSING_SHOWN else ""
-    return (f"{len(names)} image{'s' if len(names) != 1 else ''} under {where} cannot be used: {shown}{more}; "
-            f"the {dropped} item{'s' if dropped != 1 else ''} that need them {'are' if dropped != 1 else 'is'} skipped.")
+    images = "1 image" if len(names) == 1 else f"{len(names)} images"
+    skipped = "1 item that needs them is" if dropped == 1 else f"{dropped} items that need them are"
+    return f"{images} under {where} cannot be used: {shown}{more}; {skipped} skipped."
 
 
 def progress_bar(label: str, total: int, enabled: bool):
