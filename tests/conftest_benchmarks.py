@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 from PIL import Image
 
@@ -17,6 +18,14 @@ from discff_cli.cli import app
 # Models that do not exist: an error about a row must come before any model is loaded.
 NO_MODELS = ["--clip", "/nonexistent/clip", "--model", "/nonexistent/sd"]
 DEMO_CLIP = ["--clip", "demo", "--no-diffusion", "--json"]
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path, monkeypatch) -> Path:
+    """Made images go to a per-test cache, never the user's ~/.cache (import this into each test module)."""
+    cache = tmp_path / "user-cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    return cache
 
 
 def solid(path: Path, color: tuple[int, int, int], size: tuple[int, int] = (48, 40)) -> Path:

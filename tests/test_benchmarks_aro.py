@@ -12,6 +12,7 @@ from PIL import Image
 from discff_cli.benchmarks import load_benchmark
 from discff_cli.errors import DiscffError
 
+from conftest_benchmarks import isolated_cache  # noqa: F401
 from conftest_benchmarks import DEMO_CLIP, NO_MODELS, gradient, json_rows, run_eval, solid
 
 

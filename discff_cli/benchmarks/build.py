@@ -22,7 +22,7 @@ def _usable(source, cache: Path, made: dict, failed: dict[str, str]) -> Path | N
         return made[source]
     path = None
     try:
-        path = source.materialize(cache)
+        path = source.materialize(cache).resolve()
         open_rgb(path)
     except FileNotFoundError:
         failed.setdefault(source.name, "file not found")
