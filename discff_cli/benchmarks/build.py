@@ -30,6 +30,9 @@ def _usable(source, cache: Path, made: dict, failed: dict[str, str]) -> Path | N
     except ImageDecodeError as exc:
         failed.setdefault(source.name, str(exc))
         path = None
+    except OSError as exc:  # e.g. a source that cannot be stat'ed (permissions)
+        failed.setdefault(source.name, f"unreadable ({exc.strerror or exc})")
+        path = None
     made[source] = path
     return path
 
