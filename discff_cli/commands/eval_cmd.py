@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from discff_cli.benchmarks import benchmark_options, check_benchmark_options, load_benchmark
 from discff_cli.clip_resolve import DEFAULT_CLIP, load_clip_cli
 from discff_cli.engine.config import DEFAULT_MODEL
 from discff_cli.errors import DiscffError
@@ -135,7 +136,7 @@ def render_table(file: str, n_items: int, rows: list[dict], systems: dict[str, d
 
 
 @click.command("eval")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path())
 @click.option("--clip", "clip_spec", envvar="DISCFF_CLIP", default=DEFAULT_CLIP, show_default=True,
               help="OpenCLIP model: NAME/PRETRAINED, a local directory, or 'demo' [env DISCFF_CLIP].")
 @click.option("--no-clip", is_flag=True, help="Skip the CLIP column.")
@@ -146,9 +147,11 @@ def render_table(file: str, n_items: int, rows: list[dict], systems: dict[str, d
 @deltas_option
 @click.option("--tuned-only", is_flag=True,
               help="With --deltas: skip the zero-shot Discffusion column (half the U-Net passes).")
+@benchmark_options
 @json_option
 def eval_(file: str, clip_spec: str, no_clip: bool, no_diffusion: bool, max_per_tag: int | None, model: str | None,
-          deltas: str | None, tuned_only: bool, as_json: bool, **engine: object) -> None:
+          deltas: str | None, tuned_only: bool, benchmark: str | None, benchmark_images: str | None,
+          write_jsonl: str | None, as_json: bool, **engine: object) -> None:
     """Measure CLIP and Discffusion on the labelled matching tasks in FILE (JSONL).
 
     \b
@@ -159,6 +162,8 @@ def eval_(file: str, clip_spec: str, no_clip: bool, no_diffusion: bool, max_per_
     Reports accuracy (= R@1), R@5 and Winoground text/image/group scores per tag.
     --score a,b,c gives one column per score, all from one set of U-Net passes.
     With --deltas, each score is reported zero-shot and tuned side by side.
+    With --benchmark NAME, FILE is that benchmark's folder as published (winoground, aro-relation,
+    aro-attribution, sugarcrepe; see README "Real benchmarks").
     --model defaults to 'demo' with --clip demo, else to Stable Diffusion 2.1-base.
     """
     from discff_cli import evaluation as ev
@@ -173,7 +178,9 @@ def eval_(file: str, clip_spec: str, no_clip: bool, no_diffusion: bool, max_per_
     scores = engine["score"]
     config = pop_engine_config(engine)
     model = model or ("demo" if clip_spec == "demo" else DEFAULT_MODEL)
-    items = limit_per_tag(load_items(file), max_per_tag)
+    check_benchmark_options(file, benchmark, benchmark_images, write_jsonl)
+    items = limit_per_tag(load_benchmark(benchmark, file, benchmark_images, max_per_tag, write_jsonl, not as_json)
+                          if benchmark else load_items(file), max_per_tag)
     table = ev.PairTable.of(items)
     progress = not as_json
     outcomes, systems = {}, {}
