@@ -35,6 +35,7 @@ class Searcher:
         self.clip = load_clip_cli(clip_spec or self.index.clip_spec, config.device)
         self.model = model or self.index.manifest.get("model")
         self._scorer = None
+        self._row_by_rel: dict[str, int] | None = None
 
     def scorer(self):
         if self._scorer is None:
@@ -42,6 +43,20 @@ class Searcher:
 
             self._scorer = load_scorer(self.model, self.config, self.deltas)
         return self._scorer
+
+    def image_path(self, item_id: int) -> Path:
+        """The indexed file with this index id (its row); the service serves files by id, never by a sent path."""
+        rels = self.index.rel_by_row
+        if not 0 <= item_id < len(rels):
+            raise DiscffError(f"No image has id {item_id}; this index's ids run from 0 to {len(rels) - 1}.")
+        return self.index.root / rels[item_id]
+
+    def item_id(self, path: str) -> int | None:
+        """The index id of a result row's `path` (as `search` displays it), or None if it is not indexed."""
+        if self._row_by_rel is None:
+            self._row_by_rel = {rel: row for row, rel in enumerate(self.index.rel_by_row)}
+        rel = os.path.relpath(os.path.abspath(path), self.index.root)
+        return self._row_by_rel.get(Path(rel).as_posix())
 
     def search(self, query: str, top: int | None, rerank: int | None, progress: bool = False) -> list[dict]:
         from index.search import search_text
