@@ -46,6 +46,12 @@ function card(row, reranked) {
   img.src = `/thumbs/${row.id}`;
   img.alt = row.path;
   img.loading = "lazy";
+  img.addEventListener("error", () => {  // e.g. a file gone since the build, or one the server refuses
+    const missing = document.createElement("div");
+    missing.className = "missing";
+    missing.textContent = "image not available";
+    img.replaceWith(missing);
+  });
   link.append(img);
 
   const meta = document.createElement("div");
