@@ -241,3 +241,21 @@ def test_serve_warns_off_loopback_and_refuses_a_missing_index(tmp_path):
     lines = result.output.strip().splitlines()
     assert lines[0].startswith("warning: binding 0.0.0.0") and "--token" in lines[0]
     assert lines[-1].startswith("Error: ") and len(lines) == 2
+
+
+def test_shortlist_jobs_go_ahead_of_queued_reranks():
+    from discff_cli.service.worker import FAST, SLOW, ModelWorker
+
+    worker = ModelWorker(lambda: "models", max_queue=4)
+    worker.start()
+    try:
+        gate = occupy(worker)
+        order: list[str] = []
+        done = [worker.submit(lambda m: order.append("rerank"), SLOW),
+                worker.submit(lambda m: order.append("shortlist"), FAST)]
+        gate.set()
+        for future in done:
+            future.result(10)
+        assert order == ["shortlist", "rerank"]
+    finally:
+        worker.stop()
