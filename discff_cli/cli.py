@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "eval": ("discff_cli.commands.eval_cmd", "eval_", "Measure CLIP and Discffusion on labelled matching tasks."),
     "tune": ("discff_cli.commands.tune", "tune", "Learn prompt deltas from a few labelled pairs."),
     "demo": ("discff_cli.commands.demo", "demo", "Run the whole pipeline offline on the bundled demo world."),
+    "serve": ("discff_cli.commands.serve", "serve", "Serve search over HTTP with a web page; models load once."),
 }
 
 

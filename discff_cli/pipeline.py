@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -55,6 +56,7 @@ class Searcher:
         self.model = model or self.index.manifest.get("model")
         self._scorer = None
         self.last_stats: dict[str, Any] = {}  # timings and U-Net passes of the last search
+        self._row_by_rel: dict[str, int] | None = None
 
     def scorer(self):
         if self._scorer is None:
@@ -63,13 +65,34 @@ class Searcher:
             self._scorer = load_scorer(self.model, self.config, self.deltas)
         return self._scorer
 
+    @property
+    def scorer_loaded(self) -> bool:
+        """Whether the diffusion model is loaded yet (it loads on the first rerank)."""
+        return self._scorer is not None
+
+    def image_path(self, item_id: int) -> Path:
+        """The indexed file with this index id (its row); the service serves files by id, never by a sent path."""
+        rels = self.index.rel_by_row
+        if not 0 <= item_id < len(rels):
+            raise DiscffError(f"No image has id {item_id}; this index's ids run from 0 to {len(rels) - 1}.")
+        return self.index.root / rels[item_id]
+
+    def item_id(self, path: str) -> int | None:
+        """The index id of a result row's `path` (as `search` displays it), or None if it is not indexed."""
+        if self._row_by_rel is None:
+            self._row_by_rel = {rel: row for row, rel in enumerate(self.index.rel_by_row)}
+        rel = os.path.relpath(os.path.abspath(path), self.index.root)
+        return self._row_by_rel.get(Path(rel).as_posix())
+
     def shortlist(self, query: str, k: int) -> list:
         from index.search import search_text
 
         return search_text(self.index, self.clip, query, k)
 
-    def search(self, query: str, top: int | None, rerank: int | None, progress: bool = False) -> list[dict]:
-        """The top rows for `query`: CLIP order, or the fused order of the reranked head."""
+    def search(self, query: str, top: int | None, rerank: int | None, progress: bool = False,
+               score: str | None = None) -> list[dict]:
+        """The top rows for `query`: CLIP order, or the fused order of the reranked head
+        (`score` overrides the configured score family for this query)."""
         k = top or rerank or 10
         start = time.perf_counter()
         hits = self.shortlist(query, max(k, rerank or 0))
@@ -77,18 +100,19 @@ class Searcher:
         clip_rank = {h.row: h.rank for h in hits}
         scores: dict[int, float] = {}
         if rerank:
-            hits, scores = self._reranked(query, hits, rerank, progress)
+            hits, scores = self._reranked(query, hits, rerank, progress, score or self.config.score)
         return [{"rank": rank, "path": _display(hit.path), "clip_score": round(hit.clip_score, 6),
                  "clip_rank": clip_rank[hit.row], "rerank_score": scores.get(hit.row), "id": hit.row}
                 for rank, hit in enumerate(hits[:k], start=1)]
 
-    def _reranked(self, query: str, hits: list, rerank: int, progress: bool) -> tuple[list, dict[int, float]]:
+    def _reranked(self, query: str, hits: list, rerank: int, progress: bool,
+                  family: str) -> tuple[list, dict[int, float]]:
         start = time.perf_counter()
         head, rest = hits[:rerank], hits[rerank:]
         readable, unreadable = self.readable(head)
         scorer = self.scorer()
         passes = scorer.unet_passes
-        values = self.rerank_readings(query, readable, (self.config.score,), progress).score(self.config.score)
+        values = self.rerank_readings(query, readable, (family,), progress).score(family)
         values = values.mean(dim=1).double().numpy()
         order = final_order([h.clip_score for h in readable], values, self.fusion.method, self.fusion.weight)
         self.last_stats.update(rerank_s=round(time.perf_counter() - start, 4), unet_passes=scorer.unet_passes - passes,

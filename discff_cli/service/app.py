@@ -1,0 +1,215 @@
+"""The FastAPI application of `discff serve`: routes, bearer-token check, and errors as JSON sentences.
+
+Every answer that is not a success is `{"error": "One sentence."}` with a 4xx/5xx status; the
+traceback of an unexpected failure goes to the server log, never to the client. Files are served
+by index id only: the id picks a row of the index, and the file must lie inside the index's root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from discff_cli.errors import DiscffError
+from index.errors import IndexError_
+from discff_cli.service.queries import SCORES, Query, run_query
+from discff_cli.service.thumbs import ThumbCache
+from discff_cli.service.worker import FAST, SLOW, ModelWorker, QueueFull
+
+STATIC = Path(__file__).parent / "static"
+COOKIE = "discff_token"
+OPEN_PATHS = frozenset({"/healthz"})
+log = logging.getLogger("discff.serve")
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Limits and options of one service; the defaults are `discff serve`'s."""
+
+    index_dir: str
+    token: str | None = None
+    timeout_s: float = 300.0
+    max_top: int = 200
+    max_rerank: int = 100
+    max_query_chars: int = 500
+    thumb_size: int = 256
+    threads: int | None = None         # torch/FAISS threads for reranks (None: torch's default)
+    shortlist_threads: int | None = 1  # for shortlist-only queries, too small to split across threads
+
+
+class BadRequest(Exception):
+    """A request the client can fix; answered 400 with the message."""
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def create_app(worker: ModelWorker, settings: ServeSettings) -> FastAPI:
+    """The service over a started `worker` (whose models are a `TimedSearcher`)."""
+    app = FastAPI(title="discff", docs_url=None, redoc_url=None, openapi_url=None)
+    thumbs = ThumbCache(Path(settings.index_dir) / "thumbs", settings.thumb_size)
+    _install_errors(app)
+    _install_auth(app, settings.token)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        return {"status": "ok", "queued": worker.queued}
+
+    @app.get("/")
+    def page(request: Request) -> Response:
+        if settings.token and request.query_params.get("token"):  # the link printed at start-up
+            response = RedirectResponse("/", status_code=303)
+            response.set_cookie(COOKIE, settings.token, httponly=True, samesite="strict")
+            return response
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/info")
+    def info() -> dict:
+        searcher = worker.models
+        return {"index": str(Path(settings.index_dir).resolve()), **searcher.index.manifest,
+                "service": {"model": searcher.model, "engine": searcher.config.to_dict(),
+                            "scores": list(SCORES), "score": searcher.config.score,
+                            "max_top": settings.max_top, "max_rerank": settings.max_rerank,
+                            "max_query_chars": settings.max_query_chars, "timeout_s": settings.timeout_s,
+                            "queued": worker.queued, "max_queue": worker.max_queue,
+                            "rerank_model_loaded": searcher.scorer_loaded}}
+
+    @app.get("/search")
+    async def search(request: Request) -> Response:
+        received = time.perf_counter()
+        try:
+            query = parse_query(dict(request.query_params), settings)
+        except BadRequest as exc:
+            return error(400, str(exc))
+        try:
+            threads = settings.threads if query.rerank else settings.shortlist_threads
+            future = worker.submit(partial(run_query, query=query, received=received, threads=threads),
+                                   SLOW if query.rerank else FAST)
+        except QueueFull as exc:
+            return error(503, f"The server is busy ({worker.max_queue} requests queued); retry in "
+                              f"{exc.retry_after} s.", {"Retry-After": str(exc.retry_after)})
+        try:
+            return JSONResponse(await asyncio.wait_for(asyncio.wrap_future(future), settings.timeout_s))
+        except asyncio.TimeoutError:
+            return error(504, f"The search took longer than the {settings.timeout_s:g} s limit; "
+                              "ask for a smaller rerank depth.")
+        except (DiscffError, IndexError_) as exc:  # e.g. an indexed file deleted since the build
+            return error(500, str(exc))
+
+    @app.get("/images/{item_id}")
+    def image(item_id: int) -> Response:
+        return FileResponse(indexed_file(worker.models, item_id))
+
+    @app.get("/thumbs/{item_id}")
+    def thumb(item_id: int) -> Response:
+        from index.imageio import ImageDecodeError
+
+        searcher = worker.models
+        try:
+            data = thumbs.get(indexed_file(searcher, item_id), searcher.index.root)
+        except (ImageDecodeError, OSError) as exc:
+            return error(404, f"Image {item_id} cannot be read ({exc}).")
+        return Response(data, media_type="image/jpeg")
+
+    return app
+
+
+def parse_query(params: dict[str, str], settings: ServeSettings) -> Query:
+    """Validate /search's parameters into a Query; raises BadRequest with one sentence."""
+    q = params.get("q", "")
+    if not q.strip():
+        raise BadRequest("Give the text to search for as q, e.g. /search?q=a+red+cube.")
+    if len(q) > settings.max_query_chars:
+        raise BadRequest(f"The query is {len(q)} characters long; the limit is {settings.max_query_chars}.")
+    top = _int_param(params, "top", 1, settings.max_top)
+    rerank = _int_param(params, "rerank", 0, settings.max_rerank) or None  # 0 = no rerank
+    score = params.get("score") or None
+    if score is not None and score not in SCORES:
+        raise BadRequest(f"Unknown score '{score[:40]}'; choose one of {', '.join(SCORES)}.")
+    return Query(q, top, rerank, score)
+
+
+def _int_param(params: dict[str, str], name: str, low: int, high: int) -> int | None:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be a whole number from {low} to {high}, not '{raw[:40]}'.") from None
+    if not low <= value <= high:
+        raise BadRequest(f"{name} must be from {low} to {high}, not {value}.")
+    return value
+
+
+def indexed_file(searcher, item_id: int) -> Path:
+    """The file of index id `item_id`, refused (404) unless it lies inside the index's root, links resolved."""
+    try:
+        path = searcher.image_path(item_id)
+    except DiscffError as exc:
+        raise StarletteHTTPException(404, str(exc)) from None
+    root = os.path.realpath(searcher.index.root)
+    real = os.path.realpath(path)
+    if os.path.commonpath([root, real]) != root:
+        raise StarletteHTTPException(404, f"Image {item_id} lies outside the indexed folder; it is not served.")
+    if not os.path.isfile(real):
+        raise StarletteHTTPException(404, f"Image {item_id} is no longer on disk; rebuild the index.")
+    return Path(real)
+
+
+def _install_errors(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        messages = {404: f"Nothing is served at {request.url.path[:100]}.",
+                    405: f"{request.method} is not allowed on {request.url.path[:100]}; use GET."}
+        detail = exc.detail if isinstance(exc.detail, str) and exc.detail.endswith(".") else None
+        return error(exc.status_code, detail or messages.get(exc.status_code, "The request was refused."),
+                     getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        where = [str(part) for e in exc.errors()[:1] for part in e.get("loc", ())[1:]]
+        name = where[0] if where else "a parameter"
+        return error(404 if name == "item_id" else 400,
+                     "Images are served by their index id, a whole number." if name == "item_id"
+                     else f"{name} is not valid.")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s", request.url.path)
+        return error(500, "The server failed on this request; its log has the details.")
+
+
+def _install_auth(app: FastAPI, token: str | None) -> None:
+    """With a token, every route but /healthz needs `Authorization: Bearer TOKEN` (or the page's cookie)."""
+    if not token:
+        return
+    expected = token.encode()
+
+    def allowed(request: Request) -> bool:
+        header = request.headers.get("authorization", "")
+        sent = header[7:] if header[:7].lower() == "bearer " else request.cookies.get(COOKIE, "")
+        if request.url.path == "/" and not sent:
+            sent = request.query_params.get("token", "")
+        return hmac.compare_digest(sent.encode(), expected)
+
+    @app.middleware("http")
+    async def check_token(request: Request, call_next):
+        if request.url.path in OPEN_PATHS or allowed(request):
+            return await call_next(request)
+        return error(401, "This server needs its token: send 'Authorization: Bearer TOKEN' "
+                          "(or open /?token=TOKEN in a browser).", {"WWW-Authenticate": "Bearer"})
