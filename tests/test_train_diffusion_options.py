@@ -115,3 +115,34 @@ def test_sigterm_stops_training_cleanly_instead_of_killing_the_run():
         os.kill(os.getpid(), signal.SIGTERM)
         assert stop.set
     assert signal.getsignal(signal.SIGTERM) is not stop._handle
+
+
+def test_attention_metric_credits_a_map_on_the_named_object_and_not_a_flat_one():
+    import numpy as np
+
+    from training.attention_tokens import soft_masks, token_metrics
+    from training.world import iter_split
+
+    _, ex = next(iter_split("test", 1, 0, n_objects=2))
+    masks = soft_masks(ex.scene)
+    on_first = masks[0] / masks[0].sum()
+    flat = np.full_like(on_first, 1 / on_first.size)
+    focused, uniform = token_metrics(on_first, masks, own=0), token_metrics(flat, masks, own=0)
+    assert focused["hit"] and focused["lift_own"] > 3 and focused["mass_own"] > 0.8  # soft mask edges keep it < 1
+    assert abs(uniform["lift_own"] - 1) < 1e-6 and abs(uniform["lift_objects"] - 1) < 1e-6
+    assert not token_metrics(on_first, masks, own=1)["hit"]
+
+
+def test_attention_analysis_runs_through_the_engine_on_a_trained_model(tiny_run, tmp_path, one_thread):  # noqa: F811
+    from training.attention_tokens import analyse
+
+    result = analyse(str(tiny_run / "model"), n=2, steps=1, levels=(0.5,), device="cpu", figure_rows=2, out=tmp_path)
+    per_class = result["per_class"]
+    assert {"sos", "colour", "shape", "relation", "eos", "padding"} <= set(per_class)
+    assert per_class["colour"]["n_tokens"] == per_class["shape"]["n_tokens"] == 4
+    assert 0 <= per_class["colour"]["all"]["hit"] <= 1
+    # Every pixel's attention sums to 1 over the tokens, so the class shares add up to 1.
+    total = sum(c["share"] * c["n_tokens"] for c in per_class.values()) / 2
+    assert abs(total - 1) < 0.02
+    assert (tmp_path / "attention_tokens.png").stat().st_size > 0
+    assert (tmp_path / "attention_tokens.json").is_file()

@@ -169,6 +169,12 @@ def _coverage(obj: Obj, k: int) -> np.ndarray:
     return np.asarray(big.resize((SIZE, SIZE), Image.Resampling.BOX), dtype=np.float64) / 255.0
 
 
+def object_mask(obj: Obj) -> np.ndarray:
+    """The object's coverage of each of the SIZE x SIZE pixels, in [0, 1], from the scene geometry
+    (the same supersampled drawing render uses): where in the image a word about it should look."""
+    return _coverage(obj, SUPERSAMPLE)
+
+
 def render(scene: Scene, rng: random.Random) -> Image.Image:
     """Draw the scene: light gray background with a faint gradient and noise, anti-aliased
     shapes (4x supersampled) with per-object hue/saturation/brightness jitter."""
