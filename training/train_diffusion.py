@@ -110,9 +110,6 @@ class CaptionTable:
         drop = torch.rand(scene_idx.shape, device=scene_idx.device, generator=generator) < dropout
         return torch.where(drop, torch.zeros_like(rows), rows)
 
-    def sample(self, scene_idx, dropout: float, generator=None):
-        return self.tokens[self.sample_rows(scene_idx, dropout, generator)]
-
     def encode_frozen(self, text_encoder, batch: int = 1024) -> None:
         """Token states of every distinct caption under a frozen encoder, computed once."""
         import torch
