@@ -46,7 +46,7 @@ def test_demo_name_resolves_to_the_bundled_directory():
 
 def test_bundled_weights_fit_the_package_budget():
     total = sum(p.stat().st_size for p in DEMO_MODEL_DIR.rglob("*") if p.is_file())
-    assert total < 30e6
+    assert total < 60e6  # issue 12's package budget for the demo model
 
 
 def test_components_load_offline_in_fp32_with_every_weight(parts):
@@ -73,11 +73,14 @@ def test_tokenizer_gives_open_clip_token_ids(parts):
     import open_clip
 
     caption = "a red circle to the left of a blue square"
-    ids = parts["tokenizer"](caption, padding="max_length", max_length=77).input_ids
+    # 77 positions for a text encoder trained from scratch (SD's length); 16 for the frozen demo-CLIP tower.
+    length = parts["text_encoder"].config.max_position_embeddings
+    assert parts["tokenizer"].model_max_length == length
+    ids = parts["tokenizer"](caption, padding="max_length", max_length=length).input_ids
     ref = open_clip.get_tokenizer("ViT-B-32")([caption])[0].tolist()
     n = ids.index(49407) + 1
     assert ids[:n] == ref[:n]
-    assert len(ids) == 77
+    assert len(ids) == length
 
 
 def _world_batch(n: int):
@@ -131,7 +134,7 @@ def test_true_caption_denoises_better_than_a_replaced_attribute(parts):
             z = vae.encode(x).latent_dist.mean * vae.config.scaling_factor
             eps = torch.randn((len(ts),) + z.shape[1:], generator=torch.Generator().manual_seed(0))
             zt = a.sqrt() * z + (1 - a).sqrt() * eps
-            ids = tok([ex.caption, neg], padding="max_length", max_length=77, return_tensors="pt").input_ids
+            ids = tok([ex.caption, neg], padding="max_length", max_length=tok.model_max_length, return_tensors="pt").input_ids
             enc = te(ids)[0]
             pred = unet(zt.repeat(2, 1, 1, 1), ts.repeat(2), enc.repeat_interleave(len(ts), 0)).sample
             loss = ((pred - eps.repeat(2, 1, 1, 1)) ** 2).mean(dim=(1, 2, 3)).view(2, -1).mean(1)

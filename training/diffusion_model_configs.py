@@ -4,8 +4,13 @@ The shapes follow Stable Diffusion 2.1-base (AutoencoderKL -> UNet2DConditionMod
 cross-attention and linear projections -> CLIPTextModel, DDIM scheduler with SD's
 scaled-linear betas) shrunk to the demo world's 64x64 images, so the bundled model is
 loaded by exactly the code that loads SD. Sizes are chosen for the package budget
-(~25 MB in fp16) and for CPU reranking speed: the text encoder's 49,408-row token
+(<= ~60 MB in fp16) and for CPU reranking speed: the text encoder's 49,408-row token
 embedding (the real CLIP BPE ids) is the largest single tensor, so its width stays small.
+
+`ARCHS` names whole-model presets: "base" is the bundled model's shape (26.5 MB), "wide" a
+U-Net with ~2x the parameters for a longer GPU run (~33 MB with the frozen demo-CLIP text
+tower), "tiny" a few-second CPU model for tests. The U-Net's cross_attention_dim always
+follows the text encoder actually used (96 trained from scratch, 64 for the demo CLIP).
 """
 
 from __future__ import annotations
@@ -62,6 +67,32 @@ UNET_CONFIG: dict = {
     "norm_num_groups": 16,
 }
 
+# Same layout (11 attn2 layers, head width 16), about twice the U-Net parameters (~12.5 M).
+UNET_WIDE: dict = {**UNET_CONFIG, "block_out_channels": [64, 128, 192], "attention_head_dim": [4, 8, 12]}
+
+# Test-sized: same block types and layer counts, seconds per step on a CPU.
+VAE_TINY: dict = {**VAE_CONFIG, "block_out_channels": [8, 16, 16], "norm_num_groups": 8}
+UNET_TINY: dict = {**UNET_CONFIG, "block_out_channels": [16, 32, 32], "attention_head_dim": [2, 2, 2],
+                   "layers_per_block": 1, "norm_num_groups": 8}
+TEXT_TINY: dict = {**TEXT_CONFIG, "hidden_size": 16, "intermediate_size": 32, "projection_dim": 16,
+                   "num_hidden_layers": 1, "num_attention_heads": 2}
+
+ARCHS: dict[str, dict[str, dict]] = {
+    "base": {"vae": VAE_CONFIG, "unet": UNET_CONFIG, "text_encoder": TEXT_CONFIG},
+    "wide": {"vae": VAE_CONFIG, "unet": UNET_WIDE, "text_encoder": TEXT_CONFIG},
+    "tiny": {"vae": VAE_TINY, "unet": UNET_TINY, "text_encoder": TEXT_TINY},
+}
+
+
+def arch_configs(arch: str, text_hidden: int | None = None) -> dict[str, dict]:
+    """Copies of an ARCHS preset; `text_hidden` (a frozen encoder's width) sets the U-Net's cross_attention_dim."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch '{arch}'; choose one of {', '.join(ARCHS)}")
+    cfg = {k: dict(v) for k, v in ARCHS[arch].items()}
+    cfg["unet"]["cross_attention_dim"] = text_hidden or cfg["text_encoder"]["hidden_size"]
+    return cfg
+
+
 # DDIMScheduler as saved with SD 2.1-base (epsilon prediction, 1000 scaled-linear steps).
 SCHEDULER_CONFIG: dict = {
     "num_train_timesteps": 1000,
@@ -80,6 +111,9 @@ class TrainConfig:
     """Hyper-parameters of train_diffusion; written to results/diffusion/hparams.json."""
 
     seed: int = 0
+    arch: str = "base"             # ARCHS preset: base | wide | tiny
+    text_encoder: str = "train"    # train: CLIPTextModel from scratch, jointly; clip: frozen demo-CLIP text tower
+    clip_layer: str = "penultimate"  # which demo-CLIP layer conditions the U-Net (SD 2.x: penultimate)
     n_train: int = 120_000         # world scenes rendered once, captions re-phrased each step
     vae_steps: int = 1500
     vae_batch: int = 256
@@ -93,6 +127,9 @@ class TrainConfig:
     warmup: int = 300
     ema_decay: float = 0.999
     caption_dropout: float = 0.1   # empty caption -> classifier-free guidance
+    two_object_weight: float = 0.5  # share of each batch drawn from two-object scenes (world: ~0.5)
+    curriculum_ramp: float = 0.0   # fraction of training over which that share rises from 0.5 (0 = at once)
+    extra_phrasings: int = 0       # 1: also train on world.extra_captions (phrasings the test split never uses)
     grad_clip: float = 1.0
     time_budget_s: float = 0.0     # 0 = no limit; else stop U-Net training at this wall time
     eval_single: int = 240         # generated images judged by check_image

@@ -37,6 +37,15 @@ PHRASES = {
     "below": ("below", "under"),
 }
 SINGLE_TEMPLATES = ("a {c} {s}", "a picture of a {c} {s}", "one {c} {s} on a gray background")
+# More phrasings for *training* only (extra_captions). captions(), and so every exported eval
+# file, hard negative and the test split, never use them.
+EXTRA_PHRASES = {
+    "left of": ("is left of", "on the left of", "is to the left of"),
+    "right of": ("is right of", "on the right of", "is to the right of"),
+    "above": ("is above", "is over", "is higher than"),
+    "below": ("is below", "beneath", "is lower than"),
+}
+EXTRA_SINGLE_TEMPLATES = ("there is a {c} {s}", "a {c} {s} shape")
 # Base HSV of each colour; hue bins below are what check_image uses to recover it.
 HSV = {"red": (0.0, 0.82, 0.86), "yellow": (0.145, 0.85, 0.92), "green": (0.36, 0.78, 0.68),
        "blue": (0.62, 0.80, 0.86)}
@@ -160,6 +169,12 @@ def _coverage(obj: Obj, k: int) -> np.ndarray:
     return np.asarray(big.resize((SIZE, SIZE), Image.Resampling.BOX), dtype=np.float64) / 255.0
 
 
+def object_mask(obj: Obj) -> np.ndarray:
+    """The object's coverage of each of the SIZE x SIZE pixels, in [0, 1], from the scene geometry
+    (the same supersampled drawing render uses): where in the image a word about it should look."""
+    return _coverage(obj, SUPERSAMPLE)
+
+
 def render(scene: Scene, rng: random.Random) -> Image.Image:
     """Draw the scene: light gray background with a faint gradient and noise, anti-aliased
     shapes (4x supersampled) with per-object hue/saturation/brightness jitter."""
@@ -197,6 +212,20 @@ def captions(scene: Scene) -> list[str]:
     rel = scene.relation
     out = [f"{_desc(a)} {p} {_desc(b)}" for p in PHRASES[rel]]
     out += [f"{_desc(b)} {p} {_desc(a)}" for p in PHRASES[INVERSE[rel]]]
+    return out
+
+
+def extra_captions(scene: Scene) -> list[str]:
+    """True phrasings beyond captions(scene), for training a model on more ways of saying the
+    same scene (EXTRA_PHRASES, EXTRA_SINGLE_TEMPLATES). Kept apart so the test split, the eval
+    files and the hard negatives stay exactly what they were."""
+    if len(scene.objects) == 1:
+        o = scene.objects[0]
+        return [t.format(c=o.colour, s=o.shape) for t in EXTRA_SINGLE_TEMPLATES]
+    a, b = scene.objects
+    rel = scene.relation
+    out = [f"{_desc(a)} {p} {_desc(b)}" for p in EXTRA_PHRASES[rel]]
+    out += [f"{_desc(b)} {p} {_desc(a)}" for p in EXTRA_PHRASES[INVERSE[rel]]]
     return out
 
 
