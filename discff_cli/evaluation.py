@@ -189,7 +189,7 @@ def clip_pair_scores(clip, table: PairTable, progress: bool = False) -> np.ndarr
     image_row = {img: i for i, img in enumerate(images)}
     text_row = {txt: i for i, txt in enumerate(texts)}
     chunks = []
-    with _bar("CLIP images", len(images), progress) as advance:
+    with ProgressBar("CLIP images", len(images), progress) as advance:
         for start in range(0, len(images), 64):
             batch = images[start:start + 64]
             chunks.append(clip.embed_images([open_rgb(p) for p in batch]))
@@ -206,7 +206,7 @@ def diffusion_readings(scorer, table: PairTable, families: Sequence[str], progre
     return scorer.read_pairs([str(p) for p in table.images], list(table.texts), families, progress=progress)
 
 
-class _bar:
+class ProgressBar:
     """A rich progress bar on stderr (no-op when disabled), used as a context manager."""
 
     def __init__(self, label: str, total: int, enabled: bool) -> None:

@@ -51,22 +51,24 @@ def score_option(many: bool = False) -> Callable:
 
 def engine_options(model_default: str | None = DEFAULT_MODEL,
                    batch_help: str = "U-Net items per forward pass; 0 picks one from the memory budget.",
-                   many_scores: bool = False) -> Callable:
+                   many_scores: bool = False, grid_defaults: dict[str, Any] | None = None) -> Callable:
     """Decorate a command with --model --score --steps --levels --seed --layers --lse-lambda --device --batch-size
     --mask-padding --prune.
 
     `model_default=None` lets a command decide the model itself (search reads the index manifest);
     `batch_help` lets a command that batches something else (tune: triplets) say so in --help;
-    `many_scores` makes --score a comma list (eval scores every column from one set of passes).
+    `many_scores` makes --score a comma list (eval scores every column from one set of passes);
+    `grid_defaults` ({"steps": 5, "levels": "1.0"}) lets the demo default to a grid a CPU runs in minutes.
     """
+    grid = {"steps": 10, "levels": ",".join(str(s) for s in DEFAULT_LEVELS), **(grid_defaults or {})}
     model_help = "Stable Diffusion: hub id, local diffusers directory, or 'demo'"
     options = [
         click.option("--model", envvar="DISCFF_MODEL", default=model_default, show_default=model_default is not None,
                      help=model_help + " [env DISCFF_MODEL]"),
         score_option(many_scores),
-        click.option("--steps", type=click.IntRange(1, 1000), default=10, show_default=True,
+        click.option("--steps", type=click.IntRange(1, 1000), default=grid["steps"], show_default=True,
                      help="DDIM timesteps scored per noise level."),
-        click.option("--levels", default=",".join(str(s) for s in DEFAULT_LEVELS), show_default=True,
+        click.option("--levels", default=grid["levels"], show_default=True,
                      callback=_parse_levels, help="Relative noise levels of the ensemble."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of the shared noise."),
         click.option("--layers", default="all", show_default=True, callback=_parse_layers,

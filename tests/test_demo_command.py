@@ -1,4 +1,4 @@
-"""`discff demo` runs the whole pipeline offline with the bundled models."""
+"""`discff demo` runs the whole pipeline offline with the bundled models and measures reranking against CLIP."""
 
 from __future__ import annotations
 
@@ -8,14 +8,31 @@ from click.testing import CliRunner
 
 from discff_cli.cli import app
 
+ARGS = ["--images", "40", "--queries", "3", "--rerank", "4", "--steps", "1", "--levels", "0.5", "--device", "cpu"]
 
-def test_demo_writes_gallery_indexes_it_and_reranks_searches(tmp_path):
+
+def test_demo_writes_gallery_indexes_it_and_reports_every_score_against_clip(tmp_path):
     out = tmp_path / "demo"
-    result = CliRunner().invoke(app, ["demo", str(out), "--images", "40", "--queries", "2", "--rerank", "4",
-                                      "--steps", "2", "--levels", "0.5", "--device", "cpu"])
+    result = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["demo", str(out), *ARGS])
     assert result.exit_code == 0, result.output
     assert len(list((out / "images").glob("*.png"))) == 40
     manifest = json.loads((out / ".discff" / "manifest.json").read_text())
     assert manifest["count"] == 40 and manifest["model"] == "demo"
-    assert result.stdout.count("target scene-") == 2
-    assert "rerank score" in result.stdout
+    for label in ("CLIP alone", "+ rerank, attention", "+ rerank, denoise (default)", "+ rerank, discffusion",
+                  "two-object", "single-object", "R@1 vs CLIP"):
+        assert label in result.stdout
+    assert "two-object queries: reranking with denoise" in result.stdout
+    assert f'discff search "' in result.stdout and f"--index {out / '.discff'} --rerank 4" in result.stdout
+
+
+def test_demo_json_has_one_row_per_query_kind_and_system_with_paired_changes(tmp_path):
+    result = CliRunner().invoke(app, ["demo", str(tmp_path / "d"), *ARGS, "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert {(r["queries"], r["system"]) for r in doc["rows"]} == {
+        (k, s) for k in ("two-object", "single-object") for s in ("clip", "attention", "denoise", "discffusion")}
+    for row in doc["rows"]:
+        assert row["n"] == 3 and 1 <= row["mean_rank"] <= 5 and 0 <= row["R@1"]["value"] <= row["R@5"]["value"]
+        assert ("vs_clip_R@1" in row) == (row["system"] != "clip")
+    # 3 + 3 queries x 4 candidates x 1 condition, plus one empty-prompt pass per distinct candidate image
+    assert 24 < doc["unet_passes"] <= 48 and doc["score"] == "denoise"

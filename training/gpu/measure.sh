@@ -20,8 +20,8 @@ step 90 $D tune fs/fewshot.jsonl --model demo --device cuda --epochs 3 --batch-s
     --negatives-per-line 3 --val-fraction 0.05 --out $M/tuned.safetensors --json
 step 160 sh -c "$D eval ev/all.jsonl --clip demo --model demo --device cuda --deltas $M/tuned.safetensors --json > $M/eval_200_per_tag.json"
 # 4. relational queries of the demo gallery: CLIP alone vs CLIP shortlist + Discffusion rerank (paired).
-step 90 python3 benchmarks/relational_rerank.py --model demo --clip demo --images 1000 --queries 240 \
-    --rerank 10 --device cuda --dir out/gallery --json $M/relational_rerank.json
+step 90 python3 benchmarks/relational_rerank.py --model demo --images 1000 --queries 240 \
+    --rerank 20 --device cuda --dir out/gallery --json $M/relational_rerank.json
 # 5. the "after" attention figure.
 step 40 python3 -m training.attention_tokens --model demo --n 240 --device cuda --out $M/attention_tokens
 tar -C out -czf "$OUT/measure.tgz" m && cp $LOG "$OUT/"

@@ -1,0 +1,134 @@
+"""Does reranking beat CLIP on a gallery whose truth is known? The measurement `discff demo` prints.
+
+The gallery is demo-world test scenes, so for any caption we know which images truly show it
+(world.captions of each scene): several may, and all count. Each query goes through the product's
+own pipeline (discff_cli.pipeline.Searcher): the CLIP shortlist, then one set of U-Net passes
+whose readings give every score family at once, each fused with CLIP the way `discff search` does.
+Every system answers the same queries, so each is compared with CLIP alone item by item (queries
+gained and lost at R@1, exact McNemar p).
+
+Metrics per query: R@1 (the top image is a true match), R@5, and the rank of the first true match
+(depth + 1 when the shortlist has none; reranking only permutes the shortlist, so that case costs
+every system the same).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from discff_cli.evaluation import mcnemar_exact, wilson
+from discff_cli.fusion import final_order
+
+CLIP = "clip"
+
+
+@dataclass
+class GalleryQuery:
+    text: str
+    kind: str  # "two-object" | "single-object"
+
+
+@dataclass
+class SystemResult:
+    """Per-query first-match ranks of one system (CLIP alone, or CLIP + rerank with one score)."""
+
+    ranks: list[int] = field(default_factory=list)
+
+    def hits(self, k: int) -> list[bool]:
+        return [r <= k for r in self.ranks]
+
+
+KINDS = {"two-object": 2, "single-object": 1}
+
+
+def pick_queries(captions: Sequence[Sequence[str]], objects: Sequence[int], per_kind: int, seed: int,
+                 kinds: Sequence[str] = tuple(KINDS)) -> list[GalleryQuery]:
+    """`per_kind` captions of gallery scenes of each kind (one template each), drawn with `seed`."""
+    rng = random.Random(seed)
+    out = []
+    for kind in kinds:
+        n_objects = KINDS[kind]
+        pool = [i for i, n in enumerate(objects) if n == n_objects]
+        for i in rng.sample(pool, min(per_kind, len(pool))):
+            out.append(GalleryQuery(rng.choice(list(captions[i])), kind))
+    return out
+
+
+def first_match(order: Sequence[str], matches: Callable[[str], bool], depth: int) -> int:
+    return next((rank for rank, path in enumerate(order, start=1) if matches(path)), depth + 1)
+
+
+def evaluate(searcher, queries: Sequence[GalleryQuery], truth: Callable[[str, str], bool], depth: int,
+             families: Sequence[str], fusion_method: str, fusion_weight: float,
+             advance: Callable[[int], None] = lambda n: None) -> dict[str, dict[str, SystemResult]]:
+    """{query kind: {system: ranks}} for CLIP alone and CLIP + each score family."""
+    results: dict[str, dict[str, SystemResult]] = {}
+    for query in queries:
+        hits = searcher.shortlist(query.text, depth)
+        paths = [h.path for h in hits]
+        matches = lambda path: truth(path, query.text)  # noqa: E731
+        systems = results.setdefault(query.kind, {})
+        systems.setdefault(CLIP, SystemResult()).ranks.append(first_match(paths, matches, depth))
+        readable, _ = searcher.readable(hits)
+        readings = searcher.rerank_readings(query.text, readable, families)
+        clip_scores = [h.clip_score for h in readable]
+        for family in families:
+            values = readings.score(family).mean(dim=1).double().numpy()
+            order = [readable[i].path for i in final_order(clip_scores, values, fusion_method, fusion_weight)]
+            systems.setdefault(family, SystemResult()).ranks.append(first_match(order, matches, depth))
+        advance(1)
+    return results
+
+
+def summarise(results: dict[str, dict[str, SystemResult]]) -> list[dict]:
+    """Rows of (query kind, system): R@1 and R@5 with Wilson intervals, mean first-match rank, paired vs CLIP."""
+    rows = []
+    for kind, systems in results.items():
+        clip_hits = systems[CLIP].hits(1)
+        for system, result in systems.items():
+            n = len(result.ranks)
+            row = {"queries": kind, "system": system, "n": n, "mean_rank": round(float(np.mean(result.ranks)), 3)}
+            for k in (1, 5):
+                hits = sum(result.hits(k))
+                row[f"R@{k}"] = {"value": round(hits / n, 4), "ci95": [round(x, 4) for x in wilson(hits, n)],
+                                 "hits": hits}
+            if system != CLIP:
+                gained = sum(h and not c for h, c in zip(result.hits(1), clip_hits))
+                lost = sum(c and not h for h, c in zip(result.hits(1), clip_hits))
+                row["vs_clip_R@1"] = {"gained": gained, "lost": lost,
+                                      "p_value": float(f"{mcnemar_exact(gained, lost):.3g}")}
+            rows.append(row)
+    return rows
+
+
+def verdict(rows: list[dict], score: str) -> str:
+    """One plain sentence per query kind on whether reranking with `score` helped at R@1."""
+    lines = []
+    for row in rows:
+        if row["system"] != score:
+            continue
+        clip = next(r for r in rows if r["queries"] == row["queries"] and r["system"] == CLIP)
+        change, delta = row["vs_clip_R@1"], row["R@1"]["value"] - clip["R@1"]["value"]
+        if change["gained"] == change["lost"] == 0:
+            word = "changes nothing"
+        elif change["p_value"] < 0.05 and delta > 0:
+            word = "helps"
+        elif change["p_value"] < 0.05 and delta < 0:
+            word = "HURTS"
+        else:
+            word = "does not clearly help" if delta >= 0 else "does not clearly hurt"
+        lines.append(f"{row['queries']} queries: reranking with {score} {word} at R@1 "
+                     f"({clip['R@1']['value']:.2f} -> {row['R@1']['value']:.2f}, "
+                     f"+{change['gained']} -{change['lost']}, McNemar p {change['p_value']:.2g}).")
+    return "\n".join(lines)
+
+
+def scene_truth(paths_to_captions: dict[str, Sequence[str]]) -> Callable[[str, str], bool]:
+    """`truth(path, query)`: the image at `path` truly shows `query` (matched by file name)."""
+    by_name = {Path(p).name: set(caps) for p, caps in paths_to_captions.items()}
+    return lambda path, query: query in by_name.get(Path(path).name, ())
