@@ -61,12 +61,13 @@ def run(args: argparse.Namespace) -> dict:
                           device=args.device)
     searcher = Searcher(index_dir, "demo", args.model, args.deltas, config, Fusion(args.fusion, args.fusion_weight))
     start = time.time()
-    results = ge.evaluate(searcher, queries, ge.scene_truth({p: c for p, (c, _) in gallery.items()}), args.rerank,
-                          SCORES, args.fusion, args.fusion_weight)
+    records = ge.measure(searcher, queries, ge.scene_truth({p: c for p, (c, _) in gallery.items()}), args.rerank,
+                         SCORES)
     return {"gallery": args.images, "rerank": args.rerank, "model": args.model, "deltas": args.deltas,
             "fusion": {"method": args.fusion, "weight": args.fusion_weight}, "engine": config.to_dict(),
             "time_s": round(time.time() - start, 1), "unet_passes": searcher.scorer().unet_passes,
-            "rows": ge.summarise(results)}
+            "rows": ge.summarise(ge.rank_systems(records, args.fusion, args.fusion_weight)),
+            "fusion_sweep": ge.fusion_sweep(records)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -81,6 +82,10 @@ def main(argv: list[str] | None = None) -> None:
         versus = "" if change is None else f"  vs CLIP +{change['gained']} -{change['lost']} p {change['p_value']}"
         print(f"  {row['queries']:13s} {row['system']:12s} n={row['n']:4d} R@1 {row['R@1']['value']:.3f} "
               f"R@5 {row['R@5']['value']:.3f} mean rank {row['mean_rank']:.2f}{versus}")
+    print("R@1 by fusion (same passes):")
+    for name, rows in out["fusion_sweep"].items():
+        print(f"  {name:10s} " + "  ".join(f"{r['queries']}/{r['system']} {r['R@1']['value']:.3f}" for r in rows
+                                           if r["system"] != "clip"))
 
 
 if __name__ == "__main__":

@@ -59,30 +59,56 @@ def pick_queries(captions: Sequence[Sequence[str]], objects: Sequence[int], per_
     return out
 
 
-def first_match(order: Sequence[str], matches: Callable[[str], bool], depth: int) -> int:
-    return next((rank for rank, path in enumerate(order, start=1) if matches(path)), depth + 1)
+@dataclass
+class QueryRecord:
+    """What one query measured: the shortlist's truth and CLIP scores, and every family's rerank scores."""
+
+    kind: str
+    relevant: list[bool]               # shortlist order (CLIP), True = the image truly shows the query
+    clip_scores: list[float]
+    scores: dict[str, np.ndarray]      # family -> rerank score per shortlisted image
+
+    def first_match(self, order: Sequence[int]) -> int:
+        """1-based rank of the first true match in `order` (depth + 1 when the shortlist has none)."""
+        return next((rank for rank, i in enumerate(order, start=1) if self.relevant[i]), len(self.relevant) + 1)
 
 
-def evaluate(searcher, queries: Sequence[GalleryQuery], truth: Callable[[str, str], bool], depth: int,
-             families: Sequence[str], fusion_method: str, fusion_weight: float,
-             advance: Callable[[int], None] = lambda n: None) -> dict[str, dict[str, SystemResult]]:
-    """{query kind: {system: ranks}} for CLIP alone and CLIP + each score family."""
-    results: dict[str, dict[str, SystemResult]] = {}
+def measure(searcher, queries: Sequence[GalleryQuery], truth: Callable[[str, str], bool], depth: int,
+            families: Sequence[str], advance: Callable[[int], None] = lambda n: None) -> list[QueryRecord]:
+    """Shortlist and rerank every query once; every family is read from the same U-Net passes.
+
+    Shortlisted files that can no longer be read are left out of the shortlist (as search leaves them
+    unreranked)."""
+    records = []
     for query in queries:
-        hits = searcher.shortlist(query.text, depth)
-        paths = [h.path for h in hits]
-        matches = lambda path: truth(path, query.text)  # noqa: E731
-        systems = results.setdefault(query.kind, {})
-        systems.setdefault(CLIP, SystemResult()).ranks.append(first_match(paths, matches, depth))
-        readable, _ = searcher.readable(hits)
-        readings = searcher.rerank_readings(query.text, readable, families)
-        clip_scores = [h.clip_score for h in readable]
-        for family in families:
-            values = readings.score(family).mean(dim=1).double().numpy()
-            order = [readable[i].path for i in final_order(clip_scores, values, fusion_method, fusion_weight)]
-            systems.setdefault(family, SystemResult()).ranks.append(first_match(order, matches, depth))
+        hits, _ = searcher.readable(searcher.shortlist(query.text, depth))
+        readings = searcher.rerank_readings(query.text, hits, families)
+        records.append(QueryRecord(query.kind, [truth(h.path, query.text) for h in hits],
+                                   [h.clip_score for h in hits],
+                                   {f: readings.score(f).mean(dim=1).double().numpy() for f in families}))
         advance(1)
+    return records
+
+
+def rank_systems(records: Sequence[QueryRecord], fusion_method: str,
+                 fusion_weight: float) -> dict[str, dict[str, SystemResult]]:
+    """{query kind: {system: first-match ranks}} for CLIP alone and CLIP + each family, fused as search fuses."""
+    results: dict[str, dict[str, SystemResult]] = {}
+    for record in records:
+        systems = results.setdefault(record.kind, {})
+        systems.setdefault(CLIP, SystemResult()).ranks.append(record.first_match(range(len(record.relevant))))
+        for family, values in record.scores.items():
+            order = final_order(record.clip_scores, values, fusion_method, fusion_weight)
+            systems.setdefault(family, SystemResult()).ranks.append(record.first_match(order))
     return results
+
+
+SWEEP = (("none", 1.0), ("rrf", 0.5), ("zsum", 0.25), ("zsum", 0.5), ("zsum", 0.75))
+
+
+def fusion_sweep(records: Sequence[QueryRecord]) -> dict[str, list[dict]]:
+    """The summary under each fusion setting, from the same passes: how the default fusion was chosen."""
+    return {f"{method} {weight}": summarise(rank_systems(records, method, weight)) for method, weight in SWEEP}
 
 
 def summarise(results: dict[str, dict[str, SystemResult]]) -> list[dict]:

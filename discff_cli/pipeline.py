@@ -35,7 +35,7 @@ def run_search(query: str, index_dir: str, top: int | None, rerank: int | None, 
     """Shortlist with the index's CLIP, then (optionally) rerank; returns JSON-ready rows and their provenance."""
     searcher = Searcher(index_dir, clip_spec, model, deltas, config, fusion)
     rows = searcher.search(query, top, rerank, progress)
-    return rows, searcher.provenance(rerank)
+    return rows, {**searcher.provenance(rerank), **({"stats": searcher.last_stats} if rerank else {})}
 
 
 class Searcher:
@@ -111,12 +111,12 @@ class Searcher:
         head, rest = hits[:rerank], hits[rerank:]
         readable, unreadable = self.readable(head)
         scorer = self.scorer()
-        passes = scorer.unet_passes
+        passes, empty = scorer.unet_passes, scorer.empty_passes
         values = self.rerank_readings(query, readable, (family,), progress).score(family)
         values = values.mean(dim=1).double().numpy()
         order = final_order([h.clip_score for h in readable], values, self.fusion.method, self.fusion.weight)
         self.last_stats.update(rerank_s=round(time.perf_counter() - start, 4), unet_passes=scorer.unet_passes - passes,
-                               skipped=[h.rel for h in unreadable])
+                               empty_prompt_passes=scorer.empty_passes - empty, skipped=[h.rel for h in unreadable])
         scores = {h.row: float(v) for h, v in zip(readable, values)}
         return [readable[i] for i in order] + unreadable + rest, scores
 

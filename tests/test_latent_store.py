@@ -47,3 +47,26 @@ def test_stored_latents_give_identical_rerank_without_vae(tmp_path, tiny_sd_dir,
     assert [r["path"] for r in with_store] == [r["path"] for r in without]
     for a, b in zip(with_store, without):
         assert abs(a["rerank_score"] - b["rerank_score"]) < 1e-3  # float16 storage of the latents
+
+
+def test_stored_empty_prompt_errors_spare_search_the_empty_prompt_passes(tmp_path, tiny_sd_dir):
+    _gallery(tmp_path / "imgs")
+    index = tmp_path / "idx"
+    build = ["index", "build", str(tmp_path / "imgs"), "--index", str(index), "--clip", "demo",
+             "--model", str(tiny_sd_dir), "--device", "cpu"]
+    assert CliRunner().invoke(app, build).exit_code == 0
+    default_grid = ["--device", "cpu", "--score", "denoise"]  # the grid `index build --latents` stores
+    result = CliRunner().invoke(app, ["search", "a red circle", "--index", str(index), "--rerank", "4", "--json",
+                                      *default_grid])
+    cold = json.loads(result.stdout)
+    assert cold["stats"]["empty_prompt_passes"] == 4 * 40 and cold["stats"]["unet_passes"] == 8 * 40
+
+    assert CliRunner().invoke(app, [*build, "--latents"]).exit_code == 0
+    assert (index / "empty.npy").is_file()
+    result = CliRunner().invoke(app, ["search", "a red circle", "--index", str(index), "--rerank", "4", "--json",
+                                      *default_grid])
+    warm = json.loads(result.stdout)
+    assert warm["stats"]["empty_prompt_passes"] == 0 and warm["stats"]["unet_passes"] == 4 * 40
+    assert [r["path"] for r in warm["results"]] == [r["path"] for r in cold["results"]]
+    for a, b in zip(warm["results"], cold["results"]):
+        assert abs(a["rerank_score"] - b["rerank_score"]) < 1e-3  # float16 storage of the latents

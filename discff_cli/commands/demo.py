@@ -76,13 +76,14 @@ def run_demo(root: Path, images: int, per_kind: int, rerank: int, fusion: str, w
                              config.seed)
     searcher = Searcher(index_dir, None, model, None, config, Fusion(fusion, weight))  # models loaded once
     with ProgressBar("queries", len(chosen), progress) as advance:
-        results = ge.evaluate(searcher, chosen, ge.scene_truth({p: caps for p, (caps, _) in gallery.items()}), rerank, SCORES, fusion, weight, advance)
-    rows = ge.summarise(results)
+        records = ge.measure(searcher, chosen, ge.scene_truth({p: caps for p, (caps, _) in gallery.items()}),
+                             rerank, SCORES, advance)
+    rows = ge.summarise(ge.rank_systems(records, fusion, weight))
     example = next(q.text for q in chosen if q.kind == "two-object")
     return {"gallery": len(gallery), "index": index_dir, "rerank": rerank, "score": config.score,
             "fusion": {"method": fusion, "weight": weight}, "engine": config.to_dict(),
             "unet_passes": searcher.scorer().unet_passes, "rows": rows,
-            "verdict": ge.verdict(rows, config.score),
+            "verdict": ge.verdict(rows, config.score), "fusion_sweep": ge.fusion_sweep(records),
             "try": f'discff search "{example}" --index {index_dir} --rerank {rerank}'}
 
 
