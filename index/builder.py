@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from index import faiss_index
-from index.errors import IndexError_, ModelMismatch
+from index.errors import IndexDamaged, IndexError_, ModelMismatch
 from index.imageio import DEFAULT_MAX_PIXELS
 from index.scan import FileEntry, hash_many, scan_images
 from index.store import FORMAT_VERSION, IndexDir, Items, atomic_write_bytes, writer_lock
@@ -79,6 +79,7 @@ class BuildSummary:
     index_type: str = ""
     recall_at_10: float = 1.0
     skipped_files: list[tuple[str, str]] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)   # damage found in the previous generation (now fixed)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -99,22 +100,30 @@ class _Pending:
         self.seq = 0
 
     def load(self) -> dict[str, tuple[dict, np.ndarray | None]]:
-        """Records of a previous unfinished build of the same folder with the same CLIP (else discard)."""
+        """Records of a previous unfinished build of the same folder with the same CLIP (else discard).
+
+        Anything that does not read back exactly as `add` wrote it -- a session file or chunk cut
+        half-way, garbage, a chunk whose rows do not match its records -- is deleted and its files
+        are simply embedded again.
+        """
         found: dict[str, tuple[dict, np.ndarray | None]] = {}
         session_file = self.dir / "session.json"
-        if not session_file.is_file():
+        if not self.dir.is_dir():
             return found
-        if json.loads(session_file.read_text()) != self.session:
-            shutil.rmtree(self.dir, ignore_errors=True)
+        try:
+            same = json.loads(session_file.read_bytes().decode()) == self.session
+        except (OSError, ValueError, RecursionError):
+            same = False
+        if not same:
+            self.clear()
             return found
         for chunk in sorted(self.dir.glob("chunk-*.npz")):
-            try:
-                with np.load(chunk) as data:
-                    records = json.loads(bytes(data["meta"]).decode())
-                    emb = data["emb"]
-            except (OSError, ValueError, KeyError):
-                continue  # a chunk cut off mid-write is simply redone
-            self.seq = max(self.seq, int(chunk.stem.split("-")[1]) + 1)
+            parsed = self._read_chunk(chunk)
+            if parsed is None:
+                chunk.unlink(missing_ok=True)
+                continue
+            seq, records, emb = parsed
+            self.seq = max(self.seq, seq + 1)
             row = 0
             for rec in records:
                 vec = None
@@ -122,6 +131,22 @@ class _Pending:
                     vec, row = emb[row], row + 1
                 found[rec["path"]] = (rec, vec)
         return found
+
+    def _read_chunk(self, chunk: Path) -> tuple[int, list[dict], np.ndarray] | None:
+        """(sequence number, records, embeddings) of one chunk file, or None when it is not intact."""
+        try:
+            seq = int(chunk.stem.split("-")[1])
+            with np.load(chunk, allow_pickle=False) as data:
+                records = json.loads(bytes(data["meta"]).decode())
+                emb = np.asarray(data["emb"])
+        except Exception:  # BadZipFile, ValueError, OSError, KeyError, RecursionError...: redo the chunk
+            return None
+        if not isinstance(records, list) or not all(_valid_record(r) for r in records):
+            return None
+        n_ok = sum(1 for r in records if r["status"] == "ok")
+        if emb.ndim != 2 or emb.shape != (n_ok, self.session["dim"]) or not np.isfinite(emb).all():
+            return None
+        return seq, records, emb
 
     def add(self, records: list[dict], emb: np.ndarray) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -137,6 +162,12 @@ class _Pending:
 
     def clear(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _valid_record(rec: Any) -> bool:
+    """A record as `_record` makes it (what a resume chunk must hold)."""
+    return (isinstance(rec, dict) and all(k in rec for k in RECORD_KEYS) and isinstance(rec["path"], str)
+            and rec["status"] in ("ok", "error") and isinstance(rec["size"], int) and isinstance(rec["mtime_ns"], int))
 
 
 def _record(entry: FileEntry, **values: Any) -> dict[str, Any]:
@@ -173,7 +204,7 @@ def build_index(opts: BuildOptions, clip, events: BuildEvents | None = None) -> 
 
 def _build_locked(opts: BuildOptions, clip, store: IndexDir, events: BuildEvents, start: float) -> BuildSummary:
     summary = BuildSummary()
-    prev_manifest, prev_by_path, prev_emb = _read_previous(opts, clip, store)
+    prev_manifest, prev_by_path, prev_emb = _read_previous(opts, clip, store, summary)
     pending = _Pending(store, {"root": str(opts.root), "clip": clip.fingerprint, "dim": clip.dim,
                                "max_pixels": opts.max_pixels})
     if opts.rebuild:
@@ -207,14 +238,41 @@ def _build_locked(opts: BuildOptions, clip, store: IndexDir, events: BuildEvents
     return summary
 
 
-def _read_previous(opts: BuildOptions, clip, store: IndexDir) -> tuple[dict | None, dict[str, dict], Any]:
-    """The published index this build updates: (manifest, records by path, mmapped embeddings)."""
+def _read_previous(opts: BuildOptions, clip, store: IndexDir,
+                   summary: BuildSummary) -> tuple[dict | None, dict[str, dict], Any]:
+    """The published index this build updates: (manifest, records by path, mmapped embeddings).
+
+    A damaged generation is repaired, not refused: what is wrong goes into `summary.repaired`,
+    and whatever is intact is used -- with the items table and embeddings intact every embedding
+    is reused (only the FAISS file is rebuilt); with the embeddings lost, files are embedded again.
+    """
+    from index.integrity import check_files
+
     if not store.exists() or opts.rebuild:
         return None, {}, None
-    manifest = store.read_manifest()
+    try:
+        manifest = store.read_manifest()
+    except IndexDamaged as exc:
+        summary.repaired = [p.sentence() for p in exc.problems]
+        return None, {}, None
     _check_compatible(manifest, opts, clip)
-    items = store.read_items(manifest)
-    return manifest, {rec["path"]: rec for rec in items.records()}, store.read_embeddings(manifest, mmap=True)
+    problems = check_files(store.path, manifest, deep=True)
+    bad = {p.file for p in problems}
+    items = emb = None
+    try:
+        if manifest["files"]["items"] not in bad:
+            items = store.read_items(manifest)
+        if manifest["files"]["embeddings"] not in bad:
+            emb = store.read_embeddings(manifest, mmap=True)
+    except IndexDamaged as exc:
+        problems += exc.problems
+    summary.repaired = [p.sentence() for p in problems]
+    if items is None:
+        return manifest, {}, None
+    records = items.records()
+    if emb is None:  # sizes, hashes and errors are still known; the vectors must be made again
+        records = [r for r in records if r["status"] != "ok"]
+    return manifest, {rec["path"]: rec for rec in records}, emb
 
 
 def _same_stat(rec: dict | None, entry: FileEntry) -> bool:
@@ -375,7 +433,7 @@ def _publish(opts: BuildOptions, clip, store: IndexDir, prev_manifest: dict | No
     gpu = faiss_index.gpu_available()  # recorded in the manifest: IVF training ran on it
     kind = opts.index_type or faiss_index.choose_index_type(n, clip.dim, opts.max_memory)
     built = faiss_index.build_tuned(emb.astype(np.float32), kind)
-    gen = (prev_manifest or {}).get("generation", 0) + 1
+    gen = _next_generation(store, prev_manifest)
     files = {"items": f"items-{gen}.parquet", "embeddings": f"embeddings-{gen}.npy", "faiss": f"faiss-{gen}.index"}
     store.write_items(Items.from_records(records), files["items"])
     store.write_embeddings(emb, files["embeddings"])
@@ -383,6 +441,9 @@ def _publish(opts: BuildOptions, clip, store: IndexDir, prev_manifest: dict | No
 
     with atomic_path(store.path / files["faiss"]) as tmp:
         faiss_index.write(built.index, tmp)
+    from index.integrity import file_check
+
+    checks = {key: file_check(store.path / name) for key, name in files.items()}
     model = opts.model or (prev_manifest or {}).get("model")
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -398,9 +459,22 @@ def _publish(opts: BuildOptions, clip, store: IndexDir, prev_manifest: dict | No
                   "recall_queries": built.recall_queries, "gpu": gpu, "tuning": built.tuning,
                   "build_seconds": round(built.build_seconds, 3)},
         "files": files,
+        "checks": checks,
         "created": (prev_manifest or {}).get("created", _now()),
         "updated": _now(),
     }
     store.write_manifest(manifest)
     store.remove_stale(set(files.values()) | {"manifest.json", "lock"})
     return manifest
+
+
+def _next_generation(store: IndexDir, prev_manifest: dict | None) -> int:
+    """One past the previous generation and past any data file on disk (a damaged manifest may have lost it)."""
+    import re
+
+    numbers = [(prev_manifest or {}).get("generation", 0)]
+    for entry in store.path.iterdir():
+        match = re.fullmatch(r"(?:items|embeddings|faiss)-(\d+)\.\w+", entry.name)
+        if match:
+            numbers.append(int(match.group(1)))
+    return max(numbers) + 1
