@@ -26,7 +26,7 @@ import numpy as np
 from index import faiss_index
 from index.errors import IndexDamaged, IndexError_, ModelMismatch
 from index.imageio import DEFAULT_MAX_PIXELS
-from index.scan import FileEntry, hash_many, scan_images
+from index.scan import FileEntry, hash_many, scan_folder
 from index.store import FORMAT_VERSION, IndexDir, Items, atomic_write_bytes, writer_lock
 
 RECORD_KEYS = ("path", "size", "mtime_ns", "hash", "width", "height", "status", "error")
@@ -68,9 +68,11 @@ class BuildSummary:
     files: int = 0
     indexed: int = 0          # embedded in this run (including resumed chunks of an interrupted run)
     skipped: int = 0          # unreadable files, all recorded with their error
-    unchanged: int = 0        # embedding kept (same file, or same content under a new name/mtime)
+    unchanged: int = 0        # same path, embedding kept (same stat, or touched with the same content)
+    renamed: int = 0          # a new path holding the content of a path that is gone: embedding moved
+    duplicates: int = 0       # a new path holding content still indexed under another path: embedding copied
     removed: int = 0          # in the old index, gone from the folder (renamed files are not counted)
-    reused_by_hash: int = 0   # subset of unchanged: renamed/touched/copied files
+    reused_by_hash: int = 0   # touched + renamed + duplicates: embeddings found by content hash
     resumed: int = 0          # subset of indexed: taken from chunks of an interrupted build
     seconds: float = 0.0
     embed_seconds: float = 0.0
@@ -79,6 +81,7 @@ class BuildSummary:
     index_type: str = ""
     recall_at_10: float = 1.0
     skipped_files: list[tuple[str, str]] = field(default_factory=list)
+    safe_names: list[str] = field(default_factory=list)  # names not valid UTF-8, indexed under this spelling
     repaired: list[str] = field(default_factory=list)   # damage found in the previous generation (now fixed)
 
     def to_dict(self) -> dict[str, Any]:
@@ -212,15 +215,17 @@ def _build_locked(opts: BuildOptions, clip, store: IndexDir, events: BuildEvents
     resumed = pending.load()
 
     events.on_stage("Scanning")
-    entries = scan_images(opts.root)
-    summary.files = len(entries)
+    scan = scan_folder(opts.root)
+    entries = scan.entries
+    summary.files = len(entries) + len(scan.skipped)
+    summary.safe_names = scan.renamed
     final: dict[str, tuple[dict, tuple[str, Any] | None]] = {}
+    for rel, reason in scan.skipped:  # recorded like an unreadable image, with the reason
+        final[rel] = (_record(FileEntry(rel, 0, 0), status="error", error=reason), None)
+        events.on_skip(rel, reason)
     candidates = _match_by_stat(entries, prev_by_path, resumed, final, summary)
     todo, hashes = _match_by_hash(opts, candidates, prev_by_path, resumed, final, summary, events)
-    current = {e.rel for e in entries}
-    hashes_now = {rec["hash"] for rec, _ in final.values()}
-    summary.removed = sum(1 for path, rec in prev_by_path.items()
-                          if path not in current and (rec["hash"] is None or rec["hash"] not in hashes_now))
+    _count_moves(entries, prev_by_path, final, summary)
     embed_seconds = _embed(opts, clip, todo, hashes, pending, final, summary, events)
 
     for rec, _ in final.values():
@@ -273,6 +278,30 @@ def _read_previous(opts: BuildOptions, clip, store: IndexDir,
     if emb is None:  # sizes, hashes and errors are still known; the vectors must be made again
         records = [r for r in records if r["status"] != "ok"]
     return manifest, {rec["path"]: rec for rec in records}, emb
+
+
+def _count_moves(entries: list[FileEntry], prev_by_path: dict[str, dict], final: dict,
+                 summary: BuildSummary) -> None:
+    """Tell renames from duplicates and count what was removed.
+
+    A new path whose content came from the previous index is a rename when a path with that
+    content is gone (each gone path pays for one rename), else a duplicate; every other gone
+    path is removed -- including a deleted copy whose content is still indexed elsewhere.
+    """
+    from collections import Counter
+
+    current = {e.rel for e in entries}
+    gone = Counter(rec["hash"] for path, rec in prev_by_path.items() if path not in current)
+    for rel in sorted(final):
+        rec, source = final[rel]
+        if rel in prev_by_path or source is None or source[0] != "prev" or rel not in current:
+            continue
+        if gone[rec["hash"]] > 0:
+            gone[rec["hash"]] -= 1
+            summary.renamed += 1
+        else:
+            summary.duplicates += 1
+    summary.removed = sum(gone.values())
 
 
 def _same_stat(rec: dict | None, entry: FileEntry) -> bool:
@@ -337,7 +366,7 @@ def _match_by_hash(opts: BuildOptions, candidates: list[FileEntry], prev_by_path
         if h is not None and h in known_hash:
             width, height = known_size[h]
             final[entry.rel] = (_record(entry, hash=h, width=width, height=height), known_hash[h])
-            summary.unchanged += 1
+            summary.unchanged += old is not None  # touched; a new path is a rename or a duplicate
             summary.reused_by_hash += 1
         elif old and h is not None and old["hash"] == h and old["status"] != "ok":
             final[entry.rel] = (_record(entry, **{k: old[k] for k in RECORD_KEYS[3:]}), None)

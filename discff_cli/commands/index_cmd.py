@@ -188,9 +188,11 @@ def _report(summary, index_dir: str, as_json: bool, console) -> None:
         click.echo(f"repaired {problem}", err=True)
     for path, reason in summary.skipped_files:
         click.echo(f"skipped {path}: {reason}", err=True)  # one unwrapped line per file, greppable
+    for path in summary.safe_names:
+        click.echo(f"note {path}: the name is not valid UTF-8; indexed under this spelling", err=True)
     rate = f", {summary.images_per_second:,.1f} images/s" if summary.indexed else ""
     click.echo(f"indexed {summary.indexed}, skipped {summary.skipped}, unchanged {summary.unchanged}, "
-               f"removed {summary.removed} in {summary.seconds:.1f}s{rate} -> {index_dir} "
+               f"renamed {summary.renamed}, duplicates {summary.duplicates}, removed {summary.removed} in {summary.seconds:.1f}s{rate} -> {index_dir} "
                f"({summary.index_type}, recall@10 {summary.recall_at_10:.3f})")
 
 
