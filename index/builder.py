@@ -201,8 +201,14 @@ def build_index(opts: BuildOptions, clip, events: BuildEvents | None = None) -> 
         raise IndexError_(f"'{opts.root}' is not a folder of images.")
     store = IndexDir(opts.index_dir)
     start = time.perf_counter()
-    with writer_lock(store.path):
-        return _build_locked(opts, clip, store, events, start)
+    try:
+        with writer_lock(store.path):
+            return _build_locked(opts, clip, store, events, start)
+    except OSError as exc:  # a full or read-only disk: one sentence; the published generation is untouched
+        from index.fs import write_failure
+
+        raise write_failure(exc, store.path, "the previous index is unchanged and the batches embedded so far "
+                                             "are kept: fix that and run the same command again.") from None
 
 
 def _build_locked(opts: BuildOptions, clip, store: IndexDir, events: BuildEvents, start: float) -> BuildSummary:
@@ -464,15 +470,7 @@ def _publish(opts: BuildOptions, clip, store: IndexDir, prev_manifest: dict | No
     built = faiss_index.build_tuned(emb.astype(np.float32), kind)
     gen = _next_generation(store, prev_manifest)
     files = {"items": f"items-{gen}.parquet", "embeddings": f"embeddings-{gen}.npy", "faiss": f"faiss-{gen}.index"}
-    store.write_items(Items.from_records(records), files["items"])
-    store.write_embeddings(emb, files["embeddings"])
-    from index.store import atomic_path
-
-    with atomic_path(store.path / files["faiss"]) as tmp:
-        faiss_index.write(built.index, tmp)
-    from index.integrity import file_check
-
-    checks = {key: file_check(store.path / name) for key, name in files.items()}
+    checks = _write_generation(store, files, records, emb, built.index)
     model = opts.model or (prev_manifest or {}).get("model")
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -492,9 +490,32 @@ def _publish(opts: BuildOptions, clip, store: IndexDir, prev_manifest: dict | No
         "created": (prev_manifest or {}).get("created", _now()),
         "updated": _now(),
     }
-    store.write_manifest(manifest)
+    try:
+        store.write_manifest(manifest)
+    except BaseException:
+        for name in files.values():
+            (store.path / name).unlink(missing_ok=True)
+        raise
     store.remove_stale(set(files.values()) | {"manifest.json", "lock"})
     return manifest
+
+
+def _write_generation(store: IndexDir, files: dict[str, str], records: list[dict], emb: np.ndarray,
+                      index) -> dict[str, dict]:
+    """Write the generation's data files; on any failure remove them all (the manifest still names the old ones)."""
+    from index.integrity import file_check
+    from index.store import atomic_path
+
+    try:
+        store.write_items(Items.from_records(records), files["items"])
+        store.write_embeddings(emb, files["embeddings"])
+        with atomic_path(store.path / files["faiss"]) as tmp:
+            faiss_index.write(index, tmp)
+        return {key: file_check(store.path / name) for key, name in files.items()}
+    except BaseException:
+        for name in files.values():
+            (store.path / name).unlink(missing_ok=True)
+        raise
 
 
 def _next_generation(store: IndexDir, prev_manifest: dict | None) -> int:

@@ -10,6 +10,7 @@ are never silently applied to a model they were not learned on.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -120,9 +121,13 @@ def save_deltas_file(path: str | Path, scorer: Any, rank: int, extra: dict[str, 
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(delta_tensors(scorer), str(tmp), metadata={"discff": json.dumps(meta)})
-    tmp.replace(path)  # a crash while writing never leaves a half file under the final name
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        save_file(delta_tensors(scorer), str(tmp), metadata={"discff": json.dumps(meta)})
+        tmp.replace(path)  # a crash while writing never leaves a half file under the final name
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written temp file behind
+        raise
     return path
 
 

@@ -251,8 +251,12 @@ class Tuner:
                    "deltas": delta_tensors(self.scorer), "optimizer": self.optimizer.state_dict(),
                    "importance": self.heads.importance if self.heads else {}}
         tmp = path.with_name(path.name + ".tmp")
-        torch.save(payload, tmp)
-        tmp.replace(path)
+        try:
+            torch.save(payload, tmp)
+            tmp.replace(path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # never leave a half checkpoint behind (the previous one stays)
+            raise
 
     def load_checkpoint(self) -> None:
         path = checkpoint_path(self.out)

@@ -45,6 +45,20 @@ def target_ranks(results: list[dict], target: str) -> tuple[int | None, int | No
     return clip_rank, final_rank
 
 
+def _write_gallery_checked(root: Path, images: int, seed: int) -> list[tuple[str, str]]:
+    """write_gallery with an unwritable or full destination as one sentence (checked before any image)."""
+    from discff_cli.errors import DiscffError
+    from index.fs import WriteFailed, check_writable, write_failure
+
+    try:
+        check_writable(root / "images")
+        return write_gallery(root / "images", images, seed)
+    except WriteFailed as exc:
+        raise DiscffError(str(exc)) from None
+    except OSError as exc:
+        raise DiscffError(str(write_failure(exc, root / "images"))) from None
+
+
 @click.command()
 @click.argument("directory", default="discff-demo", type=click.Path(file_okay=False))
 @click.option("--images", type=click.IntRange(min=10), default=300, show_default=True, help="Gallery size.")
@@ -59,7 +73,7 @@ def demo(directory: str, images: int, queries: int, rerank: int, model: str, **e
 
     config = pop_engine_config(engine)
     root = Path(directory)
-    gallery = write_gallery(root / "images", images, config.seed)
+    gallery = _write_gallery_checked(root, images, config.seed)
     click.echo(f"wrote {len(gallery)} demo-world images to {root / 'images'}", err=True)
     index_dir = str(root / ".discff")
     app.main(["index", "build", str(root / "images"), "--index", index_dir, "--clip", "demo", "--model", model,

@@ -75,6 +75,9 @@ def build(directory: str, index_dir: str, clip: str | None, model: str | None, d
         model = "demo" if clip == "demo" else SD_DEFAULT
     console = stderr_console()
     with library_errors():
+        from index.fs import check_writable
+
+        check_writable(index_dir)  # a read-only or full destination is refused before any model loads
         clip_model = load_clip_cli(clip, device)
         opts = BuildOptions(root=Path(directory), index_dir=Path(index_dir), clip_spec=manifest_spec(clip),
                             model=model, batch_size=batch_size, workers=workers, max_memory=max_memory,

@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from discff_cli.errors import DiscffError
 from discff_cli.options import engine_options, json_option, pop_engine_config
 from discff_cli.render import print_json, print_table
 
@@ -64,15 +65,36 @@ def run_tune(pairs_jsonl: str, model: str, engine: Any, config: Any, out: str, r
 
     # bad lines and unusable files fail before any model is loaded
     split = tuning_split(pairs_jsonl, config.val_fraction, config.seed, config.negatives_per_line)
+    _check_out(out)
     scorer = load_scorer(model, engine)
     prepare_for_training(scorer)
     tuner = Tuner(scorer, pairs_jsonl, out, config, split)
     if resume:
         tuner.load_checkpoint()
-    if not progress:
-        return tuner.run()
-    with _Progress(tuner) as bar:
-        return tuner.run(progress=bar.update)
+    try:
+        if not progress:
+            return tuner.run()
+        with _Progress(tuner) as bar:
+            return tuner.run(progress=bar.update)
+    except OSError as exc:  # the disk filled up or became read-only while tuning
+        from index.fs import write_failure
+
+        raise DiscffError(str(write_failure(exc, out, "the last checkpoint is kept: fix that and run the same "
+                                                      "command with --resume."))) from None
+
+
+def _check_out(out: str) -> None:
+    """Refuse an unwritable --out before the model loads (and before minutes of tuning)."""
+    from pathlib import Path
+
+    from index.fs import WriteFailed, check_writable
+
+    if Path(out).is_dir():
+        raise DiscffError(f"--out '{out}' is a folder; name the .safetensors file to write.")
+    try:
+        check_writable(Path(out).absolute().parent)
+    except WriteFailed as exc:
+        raise DiscffError(str(exc)) from None
 
 
 class _Progress:
