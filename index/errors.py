@@ -32,3 +32,7 @@ class IndexDamaged(IndexMissing):
     def __init__(self, message: str, problems: list | None = None) -> None:
         super().__init__(message)
         self.problems = problems or []
+
+
+class ModelBroken(IndexError_):
+    """A local CLIP directory or checkpoint exists but a file in it is damaged; the message names the file."""
