@@ -14,8 +14,31 @@ def stderr_console() -> Any:
 
 
 def print_json(document: Any) -> None:
-    """One JSON document on stdout, nothing else, so `| jq` always works."""
-    sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    """One JSON document on stdout, nothing else, so `| jq` always works.
+
+    NaN and infinities are not JSON: they are printed as null, with one warning on stderr.
+    """
+    replaced = [0]
+    clean = _finite(document, replaced)
+    sys.stdout.write(json.dumps(clean, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+    if replaced[0]:
+        sys.stderr.write(f"warning: {replaced[0]} value(s) were not finite numbers (NaN or infinity) and are "
+                         "printed as null\n")
+
+
+def _finite(value: Any, replaced: list[int]) -> Any:
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        replaced[0] += 1
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v, replaced) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v, replaced) for v in value]
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
+        return _finite(value.item(), replaced)
+    return value
 
 
 def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]],

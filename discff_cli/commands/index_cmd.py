@@ -9,7 +9,7 @@ import click
 
 from discff_cli.clip_resolve import DEFAULT_CLIP, library_errors, load_clip_cli, manifest_spec
 from discff_cli.errors import DiscffError
-from discff_cli.options import json_option
+from discff_cli.options import check_device, json_option
 from discff_cli.render import print_json, print_table, stderr_console
 
 INDEX_TYPES = ("auto", "flat", "hnsw", "ivf_flat", "ivf_pq")
@@ -45,7 +45,7 @@ def _memory(ctx: click.Context, param: click.Parameter, value: str) -> int:
 @click.option("--model", envvar="DISCFF_MODEL", default=None,
               help="Stable Diffusion model recorded for `search --rerank` (default: 'demo' with --clip demo, "
                    f"else {SD_DEFAULT}) [env DISCFF_MODEL].")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--device", default="auto", show_default=True, callback=check_device, help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Images per batch.")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="Decoding worker processes (default: up to 4 when there is enough work).")

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from discff_cli.errors import DiscffError
-from discff_cli.options import engine_options, json_option, pop_engine_config
+from discff_cli.options import engine_options, finite, json_option, pop_engine_config
 from discff_cli.render import print_json, print_table
 
 DEFAULT_TRIPLETS_PER_STEP = 8
@@ -21,10 +21,12 @@ DEFAULT_TRIPLETS_PER_STEP = 8
 @click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--rank", type=click.IntRange(min=0), default=0, show_default=True,
               help="Rank of each delta (B·A); 0 = full rank, the paper's default.")
-@click.option("--margin", type=click.FloatRange(min=0), default=0.2, show_default=True, help="M of the triplet loss.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True)
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-2, show_default=True)
+@click.option("--margin", type=click.FloatRange(min=0), default=0.2, show_default=True, callback=finite(),
+              help="M of the triplet loss.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True, callback=finite())
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-2, show_default=True, callback=finite())
 @click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
+              callback=finite(),
               help="Share of lines held out and scored every epoch; the best epoch's deltas are kept.")
 @click.option("--negatives-per-line", type=click.IntRange(min=0), default=1, show_default=True,
               help="Triplets drawn per line and epoch from the line's own negatives; 0 = all.")
