@@ -47,9 +47,20 @@ def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequen
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title)
+    table = Table(title=title, show_header=any(columns))
     for i, column in enumerate(columns):
-        table.add_column(column, justify=(justify[i] if justify else "left"))  # type: ignore[arg-type]
+        # never cut a cell ("…"): fold it; cells such as "0.975 [0.94, 0.99]" are not wrapped at their spaces
+        table.add_column(column, justify=(justify[i] if justify else "left"),  # type: ignore[arg-type]
+                         overflow="fold", no_wrap=True)
     for row in rows:
         table.add_row(*(str(cell) for cell in row))
-    Console().print(table)
+    # Piped or redirected, the table keeps its natural width (rich would assume 80 columns and cut paths).
+    Console(width=None if sys.stdout.isatty() else max(80, table_width(columns, rows))).print(table)
+
+
+def table_width(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
+    """Characters a table needs to show every cell whole: widest cell per column, plus borders and padding."""
+    widths = [len(str(c)) for c in columns]
+    for row in rows:
+        widths = [max(w, len(str(cell))) for w, cell in zip(widths, row)]
+    return sum(widths) + 3 * len(widths) + 1

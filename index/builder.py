@@ -82,6 +82,7 @@ class BuildSummary:
     recall_at_10: float = 1.0
     skipped_files: list[tuple[str, str]] = field(default_factory=list)
     safe_names: list[str] = field(default_factory=list)  # names not valid UTF-8, indexed under this spelling
+    index_type_note: str = ""  # why the requested FAISS type was not built
     repaired: list[str] = field(default_factory=list)   # damage found in the previous generation (now fixed)
 
     def to_dict(self) -> dict[str, Any]:
@@ -467,7 +468,7 @@ def _publish(opts: BuildOptions, clip, store: IndexDir, prev_manifest: dict | No
     n = len(emb)
     gpu = faiss_index.gpu_available()  # recorded in the manifest: IVF training ran on it
     kind = opts.index_type or faiss_index.choose_index_type(n, clip.dim, opts.max_memory)
-    built = faiss_index.build_tuned(emb.astype(np.float32), kind)
+    built, kind = _build_faiss(emb, kind, summary)
     gen = _next_generation(store, prev_manifest)
     files = {"items": f"items-{gen}.parquet", "embeddings": f"embeddings-{gen}.npy", "faiss": f"faiss-{gen}.index"}
     checks = _write_generation(store, files, records, emb, built.index)
@@ -498,6 +499,23 @@ def _publish(opts: BuildOptions, clip, store: IndexDir, prev_manifest: dict | No
         raise
     store.remove_stale(set(files.values()) | {"manifest.json", "lock"})
     return manifest
+
+
+def _build_faiss(emb: np.ndarray, kind: str, summary: BuildSummary):
+    """Build `kind`; an approximate type that cannot be trained on so few vectors falls back to exact search.
+
+    Why: IVF/PQ need enough vectors to train their quantizers (PQ: 16 per sub-quantizer at 4 bits),
+    and on a handful of images exact search is also the fastest answer.
+    """
+    try:
+        return faiss_index.build_tuned(emb.astype(np.float32), kind), kind
+    except RuntimeError as exc:
+        if kind == "flat":
+            raise
+        why = str(exc).strip().splitlines()
+        summary.index_type_note = (f"{kind} cannot be trained on {len(emb)} image(s) "
+                                   f"({why[-1][:100] if why else 'faiss error'}); built flat (exact search) instead")
+        return faiss_index.build_tuned(emb.astype(np.float32), "flat"), "flat"
 
 
 def _write_generation(store: IndexDir, files: dict[str, str], records: list[dict], emb: np.ndarray,

@@ -149,6 +149,26 @@ def read_deltas_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
     return tensors, meta
 
 
+def deltas_base_model(path: str | Path) -> str | None:
+    """The base model a deltas file records (its header only), or None when it cannot be read."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = json.loads((handle.metadata() or {}).get("discff", "null"))
+    except Exception:  # noqa: BLE001 - unreadable files are reported by read_deltas_file later
+        return None
+    base = meta.get("base_model") if isinstance(meta, dict) else None
+    return base if isinstance(base, str) and base else None
+
+
+def model_for_deltas(model: str | None, deltas: str | None, given: bool) -> str | None:
+    """--deltas without --model means the model the deltas were tuned on (not the default one they would not fit)."""
+    if deltas and not given:
+        return deltas_base_model(deltas) or model
+    return model
+
+
 def check_compatible(meta: dict[str, Any], scorer: Any, path: str | Path) -> None:
     """Deltas learned on another base model would silently score nonsense: refuse them."""
     if meta.get("fingerprint") != scorer.parts.fingerprint or meta.get("layers") != list(scorer.layer_names):

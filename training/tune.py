@@ -60,7 +60,7 @@ class TuneState:
 class TuneResult:
     out: Path
     curve: list[dict]
-    best_epoch: int
+    best_epoch: int | None   # None when nothing was held out for validation
     n_train_triplets: int
     n_val_triplets: int
     wall_s: float
@@ -170,7 +170,8 @@ class Tuner:
         point = {"epoch": epoch, "train_loss": train_loss, "val_accuracy": acc, "val_loss": loss}
         self.state.curve.append(point)
         best = self.state.best
-        better = best is None or acc is None or (acc, -loss) > (best["val_accuracy"], -best["val_loss"])
+        # without validation triplets there is no "best" epoch: the last deltas are written
+        better = acc is not None and (best is None or (acc, -loss) > (best["val_accuracy"], -best["val_loss"]))
         if better:
             self.state.best = {"epoch": epoch, "val_accuracy": acc, "val_loss": loss,
                                "tensors": delta_tensors(self.scorer)}
@@ -215,7 +216,7 @@ class Tuner:
         return self._result(start)
 
     def _result(self, start: float, interrupted: bool = False) -> TuneResult:
-        best = self.state.best or {"epoch": -1}
+        best = self.state.best or {"epoch": None}
         return TuneResult(self.out, list(self.state.curve), best["epoch"], self.n_train_triplets(),
                           len(self.val_triplets), time.monotonic() - start, interrupted)
 

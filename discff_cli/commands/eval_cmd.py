@@ -145,6 +145,10 @@ def eval_(file: str, clip_spec: str, no_clip: bool, no_diffusion: bool, max_per_
     if tuned_only and not deltas:
         raise DiscffError("--tuned-only needs --deltas FILE (the tuned column is the only one it keeps).")
     config = pop_engine_config(engine)
+    if deltas:
+        from training.deltas import model_for_deltas
+
+        model = model_for_deltas(model, deltas, given=model is not None)
     model = model or ("demo" if clip_spec == "demo" else DEFAULT_MODEL)
     items = limit_per_tag(load_items(file), max_per_tag)
     table = ev.PairTable.of(items)

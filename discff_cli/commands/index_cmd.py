@@ -191,6 +191,8 @@ def _report(summary, index_dir: str, as_json: bool, console) -> None:
         click.echo(f"repaired {problem}", err=True)
     for path, reason in summary.skipped_files:
         click.echo(f"skipped {path}: {reason}", err=True)  # one unwrapped line per file, greppable
+    if summary.index_type_note:
+        click.echo(f"note: {summary.index_type_note}", err=True)
     for path in summary.safe_names:
         click.echo(f"note {path}: the name is not valid UTF-8; indexed under this spelling", err=True)
     rate = f", {summary.images_per_second:,.1f} images/s" if summary.indexed else ""

@@ -67,6 +67,10 @@ def run_tune(pairs_jsonl: str, model: str, engine: Any, config: Any, out: str, r
 
     # bad lines and unusable files fail before any model is loaded
     split = tuning_split(pairs_jsonl, config.val_fraction, config.seed, config.negatives_per_line)
+    if not split.val_triplets:
+        click.echo(f"note: no validation triplets ({len(split.examples)} lines in {pairs_jsonl}, --val-fraction "
+                   f"{config.val_fraction} holds none out): no epoch is chosen as best; the last epoch's deltas are "
+                   "written.", err=True)
     _check_out(out)
     scorer = load_scorer(model, engine)
     prepare_for_training(scorer)
