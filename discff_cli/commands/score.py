@@ -24,7 +24,7 @@ def check_image(path: str) -> None:
     from index.imageio import ImageDecodeError, open_rgb
 
     try:
-        open_rgb(path)
+        open_rgb(path, resize_to=512)  # also refuses aspect ratios whose resize would exhaust memory
     except ImageDecodeError as exc:
         raise DiscffError(f"Cannot read image '{path}': {exc}.") from None
 
