@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import errno
 import os
-import tempfile
 from pathlib import Path
+from tempfile import mkstemp
 
 from index.errors import IndexError_
 
@@ -47,7 +47,7 @@ def check_writable(folder: str | Path, after: str = "") -> None:
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".discff-write-test-", dir=folder)
+        fd, probe = mkstemp(prefix=".discff-write-test-", dir=folder)
         try:
             os.write(fd, b"x")
         finally:

@@ -67,7 +67,7 @@ def _raise(code: int):
 @pytest.mark.parametrize("code, words", [(errno.EROFS, "read-only"), (errno.EACCES, "permission denied"),
                                          (errno.ENOSPC, "disk is full")])
 def test_unwritable_index_is_refused_before_the_clip_loads(code, words, index, tiny_clip_dir, monkeypatch):
-    monkeypatch.setattr("index.fs.tempfile.mkstemp", _raise(code))
+    monkeypatch.setattr("index.fs.mkstemp", _raise(code))
     monkeypatch.setattr("index.clip_model.load_clip", lambda *a, **k: pytest.fail("the CLIP loaded first"))
     result, _ = build(index.parent / "images", index, tiny_clip_dir)
     _one_sentence(result, str(index), words)
@@ -101,7 +101,7 @@ def test_full_disk_while_embedding_keeps_the_old_generation(index, tiny_clip_dir
 
 
 def test_tune_refuses_an_unwritable_out_before_the_model_loads(colour_pairs, tmp_path, monkeypatch):
-    monkeypatch.setattr("index.fs.tempfile.mkstemp", _raise(errno.EROFS))
+    monkeypatch.setattr("index.fs.mkstemp", _raise(errno.EROFS))
     monkeypatch.setattr("discff_cli.engine.scorer.load_scorer", lambda *a, **k: pytest.fail("model loaded first"))
     result = run_cli("tune", colour_pairs, "--model", "demo", "--out", tmp_path / "ro" / "d.safetensors", *FAST_CLI)
     _one_sentence(result, str(tmp_path / "ro"), "read-only")
@@ -109,6 +109,9 @@ def test_tune_refuses_an_unwritable_out_before_the_model_loads(colour_pairs, tmp
 
 def test_tune_full_disk_at_the_end_is_one_sentence_and_leaves_no_temp(colour_pairs, tmp_path, monkeypatch,
                                                                        one_thread):  # noqa: F811
+    import diffusers.models.modeling_utils  # noqa: F401 - these bind safetensors' save_file when imported:
+    import transformers.modeling_utils  # noqa: F401 - import them before it is patched, never during
+
     def save_half(tensors, filename, metadata=None):
         open(filename, "wb").write(b"partial")
         raise OSError(errno.ENOSPC, "No space left on device", filename)
@@ -121,6 +124,6 @@ def test_tune_full_disk_at_the_end_is_one_sentence_and_leaves_no_temp(colour_pai
 
 
 def test_demo_into_a_read_only_folder_is_one_sentence(tmp_path, monkeypatch):
-    monkeypatch.setattr("index.fs.tempfile.mkstemp", _raise(errno.EROFS))
+    monkeypatch.setattr("index.fs.mkstemp", _raise(errno.EROFS))
     result = run_cli("demo", tmp_path / "demo", "--images", "10", "--queries", "1", "--device", "cpu")
     _one_sentence(result, str(tmp_path / "demo"), "read-only")
