@@ -266,7 +266,9 @@ def _read_previous(opts: BuildOptions, clip, store: IndexDir,
         manifest = store.read_manifest()
     except IndexDamaged as exc:
         summary.repaired = [p.sentence() for p in exc.problems]
-        return None, {}, None
+        manifest = store.read_backup_manifest()  # its files verified: that generation is reused whole
+        if manifest is None:
+            return None, {}, None
     _check_compatible(manifest, opts, clip)
     problems = check_files(store.path, manifest, deep=True)
     bad = {p.file for p in problems}
@@ -278,7 +280,7 @@ def _read_previous(opts: BuildOptions, clip, store: IndexDir,
             emb = store.read_embeddings(manifest, mmap=True)
     except IndexDamaged as exc:
         problems += exc.problems
-    summary.repaired = [p.sentence() for p in problems]
+    summary.repaired += [p.sentence() for p in problems]
     if items is None:
         return manifest, {}, None
     records = items.records()

@@ -2,7 +2,9 @@
 
 Layout (one generation of data files is live at a time; the manifest names them):
 
-    manifest.json            format version, CLIP spec + fingerprint, counts, FAISS type/params/recall
+    manifest.json            format version, CLIP spec + fingerprint, counts, FAISS type/params/recall,
+                             and each data file's size and BLAKE2b (`checks`)
+    manifest.backup.json     a copy of the last published manifest (repairs a damaged manifest.json)
     items-<gen>.parquet      one row per file seen: path, size, mtime_ns, hash, width, height, status, error, row
     embeddings-<gen>.npy     float16 [count, dim], row i = item with row == i
     faiss-<gen>.index        the FAISS index over the same rows
@@ -29,6 +31,7 @@ from index.errors import IndexLocked, IndexMissing
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+BACKUP = "manifest.backup.json"   # a copy of the last published manifest, for repairing a damaged one
 ITEM_COLUMNS = ("path", "size", "mtime_ns", "hash", "width", "height", "status", "error", "row")
 
 
@@ -136,7 +139,27 @@ class IndexDir:
         return damaged(self.path, [Problem(manifest["files"][key], what)], manifest["root"])
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
-        atomic_write_bytes(self.path / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+        """Publish `manifest`, then keep a copy: if manifest.json is damaged later, the copy names the
+        generation and its checksums, so a repair can reuse that generation's files once they verify."""
+        data = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+        atomic_write_bytes(self.path / MANIFEST, data)
+        try:
+            atomic_write_bytes(self.path / BACKUP, data)
+        except OSError:
+            (self.path / BACKUP).unlink(missing_ok=True)  # a stale copy must not outlive its generation
+
+    def read_backup_manifest(self) -> dict[str, Any] | None:
+        """The copy of the last published manifest when it is valid and every file it names verifies in depth."""
+        from index.integrity import check_files, manifest_problems
+
+        try:
+            manifest = json.loads((self.path / BACKUP).read_bytes().decode("utf-8"))
+        except (OSError, ValueError, RecursionError):
+            return None
+        if manifest_problems(manifest) or manifest.get("format_version") != FORMAT_VERSION \
+                or not isinstance(manifest.get("checks"), dict):
+            return None
+        return None if check_files(self.path, manifest, deep=True) else manifest
 
     def file(self, manifest: dict[str, Any], key: str) -> Path:
         return self.path / manifest["files"][key]

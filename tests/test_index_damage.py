@@ -47,6 +47,10 @@ def _search_ok(index_dir: Path) -> list[str]:
     return [r["path"] for r in json.loads(result.stdout)["results"]]
 
 
+def _data_file_of_backup(index_dir: Path, key: str) -> Path:
+    return index_dir / json.loads((index_dir / "manifest.backup.json").read_text())["files"][key]
+
+
 def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
@@ -57,10 +61,17 @@ def _zero(path: Path) -> None:
 
 DAMAGE = {
     # name: (damage, file named in the message, embeddings reusable by the repair)
-    "manifest binary": (lambda d: (d / "manifest.json").write_bytes(b"\x00\xff\xfe garbage \x89"), "manifest", False),
-    "manifest array": (lambda d: (d / "manifest.json").write_text("[1, 2, 3]"), "manifest", False),
+    # the copy of the last manifest names the generation and its checksums: its files are reused once they verify
+    "manifest binary": (lambda d: (d / "manifest.json").write_bytes(b"\x00\xff\xfe garbage \x89"), "manifest", True),
+    "manifest array": (lambda d: (d / "manifest.json").write_text("[1, 2, 3]"), "manifest", True),
     "manifest misses keys": (lambda d: (d / "manifest.json").write_text(json.dumps(
-        {k: v for k, v in json.loads((d / "manifest.json").read_text()).items() if k != "files"})), "manifest", False),
+        {k: v for k, v in json.loads((d / "manifest.json").read_text()).items() if k != "files"})), "manifest", True),
+    "manifest and its copy garbage": (lambda d: [(d / n).write_text("{") for n in ("manifest.json",
+                                                                               "manifest.backup.json")],
+                                      "manifest", False),
+    "manifest garbage, a data file damaged": (lambda d: ((d / "manifest.json").write_text("{"),
+                                                         _truncate(_data_file_of_backup(d, "embeddings"))),
+                                              "manifest", False),
     "items truncated": (lambda d: _truncate(_data_file(d, "items")), "items-", False),
     "items deleted": (lambda d: _data_file(d, "items").unlink(), "items-", False),
     "embeddings truncated": (lambda d: _truncate(_data_file(d, "embeddings")), "embeddings-", False),
