@@ -184,3 +184,20 @@ def test_damaged_latent_store_is_treated_as_absent(tmp_path):
         assert latent_store.update_latent_store(tmp_path, scorer, images)["encoded"] == 3  # redone
         assert latent_store.seed_from_store(scorer, tmp_path, images) == 3
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_build_latents_over_a_damaged_latent_store_redoes_it(tmp_path, tiny_sd_dir):
+    from PIL import Image
+
+    (tmp_path / "imgs").mkdir()
+    for i in range(3):
+        Image.new("RGB", (32, 32), (80 * i, 40, 200 - 60 * i)).save(tmp_path / "imgs" / f"{i}.png")
+    args = ["index", "build", tmp_path / "imgs", "--index", tmp_path / "idx", "--clip", "demo",
+            "--model", tiny_sd_dir, "--device", "cpu", "--latents"]
+    assert run_cli(*args).exit_code == 0
+    (tmp_path / "idx" / "latents.json").write_bytes(b"\x00garbage")
+    _truncate(tmp_path / "idx" / "latents.npy")
+    again = run_cli(*args)
+    assert again.exit_code == 0 and "Traceback" not in again.output
+    assert "latents: encoded 3, reused 0" in again.stderr
+    assert not [p for p in (tmp_path / "idx").iterdir() if p.name.endswith(".tmp")]
