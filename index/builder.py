@@ -270,7 +270,8 @@ def _read_previous(opts: BuildOptions, clip, store: IndexDir,
         if manifest is None:
             return None, {}, None
     _check_compatible(manifest, opts, clip)
-    problems = check_files(store.path, manifest, deep=True)
+    # the FAISS file is rebuilt by every build: only what is reused is verified byte for byte
+    problems = check_files(store.path, manifest, deep=True, deep_keys=("items", "embeddings"))
     bad = {p.file for p in problems}
     items = emb = None
     try:
