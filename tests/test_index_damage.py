@@ -152,30 +152,18 @@ def test_garbage_in_resume_files_is_discarded_and_redone(case, index, pristine, 
     assert read_index(index)[0]["count"] == 20
 
 
-def test_damaged_latent_store_is_treated_as_absent(tmp_path):
+def test_damaged_latent_store_is_treated_as_absent(tmp_path, tiny_sd_dir):
+    from PIL import Image
+
     from discff_cli.engine import latent_store
+    from discff_cli.engine.config import EngineConfig
+    from discff_cli.engine.scorer import load_scorer
 
-    class Parts:
-        fingerprint, resolution, name = "fp", 64, "m"
-
-    class Scorer:
-        parts, latent_shape = Parts(), (4, 8, 8)
-        encoded = 0
-
-        def encode_images(self, paths):
-            import torch
-
-            self.encoded += len(paths)
-            return [torch.full((4, 8, 8), float(len(str(p)))) for p in paths]
-
-        def seed_latents(self, found):
-            self.seeded = found
-
+    scorer = load_scorer(str(tiny_sd_dir), EngineConfig(steps=1, levels=(0.5,), device="cpu"))
     images = []
     for i in range(3):
         images.append(tmp_path / f"{i}.png")
-        images[-1].write_bytes(bytes([i]) * 10)
-    scorer = Scorer()
+        Image.new("RGB", (32, 32), (90 * i, 30, 60)).save(images[-1])
     assert latent_store.update_latent_store(tmp_path, scorer, images)["encoded"] == 3
     for damage in (lambda: (tmp_path / "latents.json").write_bytes(b"\xff[[["),
                    lambda: _truncate(tmp_path / "latents.npy"),
@@ -184,7 +172,7 @@ def test_damaged_latent_store_is_treated_as_absent(tmp_path):
         assert latent_store.seed_from_store(scorer, tmp_path, images) == 0
         assert latent_store.update_latent_store(tmp_path, scorer, images)["encoded"] == 3  # redone
         assert latent_store.seed_from_store(scorer, tmp_path, images) == 3
-    assert not list(tmp_path.glob("*.tmp"))
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
 
 
 def test_build_latents_over_a_damaged_latent_store_redoes_it(tmp_path, tiny_sd_dir):
