@@ -29,7 +29,7 @@ def manifest_spec(spec: str) -> str:
 def load_clip_cli(spec: str, device: str = "auto"):
     """load_clip with `demo` resolved and ModelUnavailable turned into MissingModelError (exit 2)."""
     from index.clip_model import load_clip
-    from index.errors import ModelUnavailable
+    from index.errors import IndexError_, ModelUnavailable
 
     if spec == "demo" and not (DEMO_CLIP_DIR / "open_clip_config.json").is_file():
         raise MissingModelError(f"The bundled demo CLIP is missing from '{DEMO_CLIP_DIR}'; reinstall discff.")
@@ -37,6 +37,8 @@ def load_clip_cli(spec: str, device: str = "auto"):
         return load_clip(resolve_clip(spec), device=device)
     except ModelUnavailable as exc:
         raise MissingModelError(str(exc)) from None
+    except IndexError_ as exc:  # a damaged model file, a bad device: one sentence, exit 1
+        raise DiscffError(str(exc)) from None
 
 
 def library_errors():

@@ -15,9 +15,11 @@ def read_lines(path: str | Path, kind: str) -> list[str]:
     if not file.is_file():
         raise DiscffError(f"{kind} '{path}' does not exist.")
     try:
-        return file.read_text(encoding="utf-8").splitlines()
+        return file.read_text(encoding="utf-8-sig").splitlines()  # -sig: a BOM is not part of the first line
     except UnicodeDecodeError:
         raise DiscffError(f"{kind} '{path}' is not UTF-8 text.") from None
+    except OSError as exc:
+        raise DiscffError(f"{kind} '{path}' cannot be read ({exc.strerror or exc}).") from None
 
 
 def line_error(path: str | Path, line: int, why: str) -> DiscffError:
@@ -30,7 +32,22 @@ def read_jsonl(path: str | Path, kind: str) -> Iterator[tuple[int, Any]]:
     for number, text in enumerate(read_lines(path, kind), start=1):
         if not text.strip():
             continue
-        try:
-            yield number, json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise line_error(path, number, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+        yield number, parse_json_line(text, path, number)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def parse_json_line(text: str, path: str | Path, number: int) -> Any:
+    """json.loads with every failure as `FILE line N: why` -- syntax, NaN/Infinity, nesting too deep
+    for the parser (RecursionError), integers too long to convert (ValueError)."""
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise line_error(path, number, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise line_error(path, number, "not usable JSON (nested too deeply)") from None
+    except ValueError as exc:
+        why = "a number too long" if "digits" in str(exc) else str(exc).splitlines()[0][:120]
+        raise line_error(path, number, f"not usable JSON ({why})") from None

@@ -62,6 +62,27 @@ def _check_local_dir(path: Path, name: str) -> None:
     if missing:
         raise DiscffError(f"'{name}' is not a diffusers Stable Diffusion directory: it has no {', '.join(missing)} "
                           "subfolder(s).")
+    _check_part_files(path, name)
+
+
+CONFIGS = {"vae": "config.json", "unet": "config.json", "text_encoder": "config.json",
+           "scheduler": "scheduler_config.json", "tokenizer": "tokenizer_config.json"}
+
+
+def _check_part_files(path: Path, name: str) -> None:
+    """Each part's config parses and each weights file is whole, before diffusers reads any of them."""
+    from index.model_files import json_problem, weights_problem
+
+    for sub, config in CONFIGS.items():
+        file = path / sub / config
+        why = json_problem(file) if (file.exists() or sub != "tokenizer") else None
+        if why:
+            raise DiscffError(f"Model '{name}' is broken: '{file}' {why}; restore it or pass another --model.")
+    for sub in ("vae", "unet", "text_encoder"):
+        problem = weights_problem(path / sub)
+        if problem:
+            raise DiscffError(f"Model '{name}' is broken: '{problem[0]}' {problem[1]}; restore it or pass another "
+                              "--model.")
 
 
 def load_sd(name: str, device: str = "cpu", dtype: Any = None) -> SDParts:
@@ -82,9 +103,17 @@ def load_sd(name: str, device: str = "cpu", dtype: Any = None) -> SDParts:
     except OSError as exc:
         raise MissingModelError(
             f"Stable Diffusion weights for '{name}' are not on this machine and could not be downloaded ({exc}); "
-            f"on a machine with network run `huggingface-cli download {name}` and copy the "
-            "cache here, or pass --model /path/to/a/diffusers/directory (or --model demo for the bundled model)."
+            f"on a machine with network run `hf download {name}` (huggingface_hub's CLI) and copy "
+            f"'{hub_cache_dir(name)}' to the same path here, or pass --model /path/to/a/diffusers/directory "
+            "(or --model demo for the bundled model, to try discff first)."
         ) from None
+
+
+def hub_cache_dir(repo: str) -> str:
+    """Where huggingface_hub keeps (and looks for) a model repo's files on this machine."""
+    from huggingface_hub import constants
+
+    return str(Path(constants.HF_HUB_CACHE) / ("models--" + repo.replace("/", "--")))
 
 
 def _load_from(source: str, name: str, device: str, dtype: Any, local_only: bool) -> SDParts:
@@ -106,15 +135,40 @@ def _load_parts(source: str, name: str, device: str, dtype: Any, common: dict) -
     # Loaded in fp32 and fingerprinted before the cast, so deltas tuned on a CPU (fp32) are accepted
     # on a GPU (bf16) and the other way round: the fingerprint names the weights, not their dtype.
     fp32 = torch.float32
-    vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=fp32, **common)
-    unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=fp32, **common)
-    text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", torch_dtype=fp32, **common)
-    tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **common)
-    scheduler = DDIMScheduler.from_pretrained(source, subfolder="scheduler", **common)
+    load = _part_loader(source, name)
+    vae = load("vae", lambda: AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=fp32, **common))
+    unet = load("unet", lambda: UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=fp32,
+                                                                      **common))
+    text_encoder = load("text_encoder", lambda: CLIPTextModel.from_pretrained(source, subfolder="text_encoder",
+                                                                              torch_dtype=fp32, **common))
+    tokenizer = load("tokenizer", lambda: CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **common))
+    scheduler = load("scheduler", lambda: DDIMScheduler.from_pretrained(source, subfolder="scheduler", **common))
     fingerprint = weights_fingerprint({"unet": unet, "text_encoder": text_encoder})
     for module in (vae, unet, text_encoder):
         module.requires_grad_(False).eval().to(device, dtype)
     return SDParts(name, vae, unet, tokenizer, text_encoder, scheduler, fingerprint)
+
+
+def _part_loader(source: str, name: str):
+    """Run one part's from_pretrained; any failure other than 'not in the cache' is one sentence naming the part.
+
+    OSError from a hub id is left alone: it means "not cached", and load_sd then tries the network.
+    """
+    local = Path(source).expanduser().is_dir()
+
+    def load(sub: str, make):
+        try:
+            return make()
+        except OSError as exc:
+            if not local:
+                raise
+            why = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        except Exception as exc:  # noqa: BLE001 - diffusers/transformers/safetensors raise many kinds
+            why = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise DiscffError(f"Model '{name}' is broken: its '{sub}' part could not be loaded from "
+                          f"'{Path(source) / sub}' ({why}); restore it or pass another --model.")
+
+    return load
 
 
 def _quiet_libraries() -> None:

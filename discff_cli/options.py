@@ -10,6 +10,39 @@ import click
 from discff_cli.engine.config import DEFAULT_LEVELS, DEFAULT_MODEL, DEFAULT_SCORE, SCORES, EngineConfig
 
 LAYER_PATTERN = re.compile(r"^(all|ref|down|mid|up|last-[1-9][0-9]*)$")
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:[0-9]{1,3})?)$")
+SEED_MAX = 2**63 - 1
+LSE_LAMBDA_MAX = 1e4  # beyond this LogSumExp is max pooling already, and lambda*A overflows float32 long before 1e308
+
+
+def check_device(ctx: click.Context | None, param: click.Parameter | None, value: str) -> str:
+    """auto, cpu, mps, cuda or cuda:N -- checked before any model loads."""
+    if not isinstance(value, str) or not DEVICE_PATTERN.match(value.strip()):
+        raise click.BadParameter(f"'{value}' is not a device; use auto, cpu, cuda or cuda:N")
+    return value.strip()
+
+
+def check_seed(ctx: click.Context | None, param: click.Parameter | None, value: int) -> int:
+    """Seeds feed torch.Generator.manual_seed, which takes 0..2**63-1."""
+    if not 0 <= value <= SEED_MAX:
+        raise click.BadParameter(f"{value} is not in 0..{SEED_MAX} (2**63-1)")
+    return value
+
+
+def finite(upper: float | None = None) -> Callable:
+    """A callback refusing NaN and infinities (click's FloatRange lets NaN through), and values above `upper`."""
+    import math
+
+    def check(ctx: click.Context | None, param: click.Parameter | None, value: float | None) -> float | None:
+        if value is None:
+            return value
+        if not math.isfinite(value):
+            raise click.BadParameter(f"{value} is not a finite number")
+        if upper is not None and value > upper:
+            raise click.BadParameter(f"{value:g} is above {upper:g}")
+        return value
+
+    return check
 
 
 def _parse_levels(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
@@ -70,13 +103,15 @@ def engine_options(model_default: str | None = DEFAULT_MODEL,
                      help="DDIM timesteps scored per noise level."),
         click.option("--levels", default=grid["levels"], show_default=True,
                      callback=_parse_levels, help="Relative noise levels of the ensemble."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the shared noise."),
+        click.option("--seed", type=int, default=0, show_default=True, callback=check_seed,
+                     help="Seed of the shared noise."),
         click.option("--layers", default="all", show_default=True, callback=_parse_layers,
                      help="Cross-attention layers of the attention term: all, ref (the authors' last block of down/mid/up), "
                           "down, mid, up or last-N."),
         click.option("--lse-lambda", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
-                     help="Lambda of the LogSumExp pooling."),
-        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+                     callback=finite(LSE_LAMBDA_MAX), help="Lambda of the LogSumExp pooling."),
+        click.option("--device", default="auto", show_default=True, callback=check_device,
+                     help="auto, cpu, cuda or cuda:N."),
         click.option("--batch-size", type=click.IntRange(min=0), default=0, show_default=True, help=batch_help),
         click.option("--mask-padding", is_flag=True, default=False,
                      help="Pool only over the prompt's tokens (SOS, words, EOS), not the padding (default: all 77)."),

@@ -24,9 +24,9 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from index import faiss_index
-from index.errors import IndexError_, ModelMismatch
+from index.errors import IndexDamaged, IndexError_, ModelMismatch
 from index.imageio import DEFAULT_MAX_PIXELS
-from index.scan import FileEntry, hash_many, scan_images
+from index.scan import FileEntry, hash_many, scan_folder
 from index.store import FORMAT_VERSION, IndexDir, Items, atomic_write_bytes, writer_lock
 
 RECORD_KEYS = ("path", "size", "mtime_ns", "hash", "width", "height", "status", "error")
@@ -68,9 +68,11 @@ class BuildSummary:
     files: int = 0
     indexed: int = 0          # embedded in this run (including resumed chunks of an interrupted run)
     skipped: int = 0          # unreadable files, all recorded with their error
-    unchanged: int = 0        # embedding kept (same file, or same content under a new name/mtime)
+    unchanged: int = 0        # same path, embedding kept (same stat, or touched with the same content)
+    renamed: int = 0          # a new path holding the content of a path that is gone: embedding moved
+    duplicates: int = 0       # a new path holding content still indexed under another path: embedding copied
     removed: int = 0          # in the old index, gone from the folder (renamed files are not counted)
-    reused_by_hash: int = 0   # subset of unchanged: renamed/touched/copied files
+    reused_by_hash: int = 0   # touched + renamed + duplicates: embeddings found by content hash
     resumed: int = 0          # subset of indexed: taken from chunks of an interrupted build
     seconds: float = 0.0
     embed_seconds: float = 0.0
@@ -79,6 +81,9 @@ class BuildSummary:
     index_type: str = ""
     recall_at_10: float = 1.0
     skipped_files: list[tuple[str, str]] = field(default_factory=list)
+    safe_names: list[str] = field(default_factory=list)  # names not valid UTF-8, indexed under this spelling
+    index_type_note: str = ""  # why the requested FAISS type was not built
+    repaired: list[str] = field(default_factory=list)   # damage found in the previous generation (now fixed)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -99,22 +104,30 @@ class _Pending:
         self.seq = 0
 
     def load(self) -> dict[str, tuple[dict, np.ndarray | None]]:
-        """Records of a previous unfinished build of the same folder with the same CLIP (else discard)."""
+        """Records of a previous unfinished build of the same folder with the same CLIP (else discard).
+
+        Anything that does not read back exactly as `add` wrote it -- a session file or chunk cut
+        half-way, garbage, a chunk whose rows do not match its records -- is deleted and its files
+        are simply embedded again.
+        """
         found: dict[str, tuple[dict, np.ndarray | None]] = {}
         session_file = self.dir / "session.json"
-        if not session_file.is_file():
+        if not self.dir.is_dir():
             return found
-        if json.loads(session_file.read_text()) != self.session:
-            shutil.rmtree(self.dir, ignore_errors=True)
+        try:
+            same = json.loads(session_file.read_bytes().decode()) == self.session
+        except (OSError, ValueError, RecursionError):
+            same = False
+        if not same:
+            self.clear()
             return found
         for chunk in sorted(self.dir.glob("chunk-*.npz")):
-            try:
-                with np.load(chunk) as data:
-                    records = json.loads(bytes(data["meta"]).decode())
-                    emb = data["emb"]
-            except (OSError, ValueError, KeyError):
-                continue  # a chunk cut off mid-write is simply redone
-            self.seq = max(self.seq, int(chunk.stem.split("-")[1]) + 1)
+            parsed = self._read_chunk(chunk)
+            if parsed is None:
+                chunk.unlink(missing_ok=True)
+                continue
+            seq, records, emb = parsed
+            self.seq = max(self.seq, seq + 1)
             row = 0
             for rec in records:
                 vec = None
@@ -122,6 +135,22 @@ class _Pending:
                     vec, row = emb[row], row + 1
                 found[rec["path"]] = (rec, vec)
         return found
+
+    def _read_chunk(self, chunk: Path) -> tuple[int, list[dict], np.ndarray] | None:
+        """(sequence number, records, embeddings) of one chunk file, or None when it is not intact."""
+        try:
+            seq = int(chunk.stem.split("-")[1])
+            with np.load(chunk, allow_pickle=False) as data:
+                records = json.loads(bytes(data["meta"]).decode())
+                emb = np.asarray(data["emb"])
+        except Exception:  # BadZipFile, ValueError, OSError, KeyError, RecursionError...: redo the chunk
+            return None
+        if not isinstance(records, list) or not all(_valid_record(r) for r in records):
+            return None
+        n_ok = sum(1 for r in records if r["status"] == "ok")
+        if emb.ndim != 2 or emb.shape != (n_ok, self.session["dim"]) or not np.isfinite(emb).all():
+            return None
+        return seq, records, emb
 
     def add(self, records: list[dict], emb: np.ndarray) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -137,6 +166,12 @@ class _Pending:
 
     def clear(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _valid_record(rec: Any) -> bool:
+    """A record as `_record` makes it (what a resume chunk must hold)."""
+    return (isinstance(rec, dict) and all(k in rec for k in RECORD_KEYS) and isinstance(rec["path"], str)
+            and rec["status"] in ("ok", "error") and isinstance(rec["size"], int) and isinstance(rec["mtime_ns"], int))
 
 
 def _record(entry: FileEntry, **values: Any) -> dict[str, Any]:
@@ -167,13 +202,19 @@ def build_index(opts: BuildOptions, clip, events: BuildEvents | None = None) -> 
         raise IndexError_(f"'{opts.root}' is not a folder of images.")
     store = IndexDir(opts.index_dir)
     start = time.perf_counter()
-    with writer_lock(store.path):
-        return _build_locked(opts, clip, store, events, start)
+    try:
+        with writer_lock(store.path):
+            return _build_locked(opts, clip, store, events, start)
+    except OSError as exc:  # a full or read-only disk: one sentence; the published generation is untouched
+        from index.fs import write_failure
+
+        raise write_failure(exc, store.path, "the previous index is unchanged and the batches embedded so far "
+                                             "are kept: fix that and run the same command again.") from None
 
 
 def _build_locked(opts: BuildOptions, clip, store: IndexDir, events: BuildEvents, start: float) -> BuildSummary:
     summary = BuildSummary()
-    prev_manifest, prev_by_path, prev_emb = _read_previous(opts, clip, store)
+    prev_manifest, prev_by_path, prev_emb = _read_previous(opts, clip, store, summary)
     pending = _Pending(store, {"root": str(opts.root), "clip": clip.fingerprint, "dim": clip.dim,
                                "max_pixels": opts.max_pixels})
     if opts.rebuild:
@@ -181,15 +222,17 @@ def _build_locked(opts: BuildOptions, clip, store: IndexDir, events: BuildEvents
     resumed = pending.load()
 
     events.on_stage("Scanning")
-    entries = scan_images(opts.root)
-    summary.files = len(entries)
+    scan = scan_folder(opts.root)
+    entries = scan.entries
+    summary.files = len(entries) + len(scan.skipped)
+    summary.safe_names = scan.renamed
     final: dict[str, tuple[dict, tuple[str, Any] | None]] = {}
+    for rel, reason in scan.skipped:  # recorded like an unreadable image, with the reason
+        final[rel] = (_record(FileEntry(rel, 0, 0), status="error", error=reason), None)
+        events.on_skip(rel, reason)
     candidates = _match_by_stat(entries, prev_by_path, resumed, final, summary)
     todo, hashes = _match_by_hash(opts, candidates, prev_by_path, resumed, final, summary, events)
-    current = {e.rel for e in entries}
-    hashes_now = {rec["hash"] for rec, _ in final.values()}
-    summary.removed = sum(1 for path, rec in prev_by_path.items()
-                          if path not in current and (rec["hash"] is None or rec["hash"] not in hashes_now))
+    _count_moves(entries, prev_by_path, final, summary)
     embed_seconds = _embed(opts, clip, todo, hashes, pending, final, summary, events)
 
     for rec, _ in final.values():
@@ -207,14 +250,68 @@ def _build_locked(opts: BuildOptions, clip, store: IndexDir, events: BuildEvents
     return summary
 
 
-def _read_previous(opts: BuildOptions, clip, store: IndexDir) -> tuple[dict | None, dict[str, dict], Any]:
-    """The published index this build updates: (manifest, records by path, mmapped embeddings)."""
+def _read_previous(opts: BuildOptions, clip, store: IndexDir,
+                   summary: BuildSummary) -> tuple[dict | None, dict[str, dict], Any]:
+    """The published index this build updates: (manifest, records by path, mmapped embeddings).
+
+    A damaged generation is repaired, not refused: what is wrong goes into `summary.repaired`,
+    and whatever is intact is used -- with the items table and embeddings intact every embedding
+    is reused (only the FAISS file is rebuilt); with the embeddings lost, files are embedded again.
+    """
+    from index.integrity import check_files
+
     if not store.exists() or opts.rebuild:
         return None, {}, None
-    manifest = store.read_manifest()
+    try:
+        manifest = store.read_manifest()
+    except IndexDamaged as exc:
+        summary.repaired = [p.sentence() for p in exc.problems]
+        manifest = store.read_backup_manifest()  # its files verified: that generation is reused whole
+        if manifest is None:
+            return None, {}, None
     _check_compatible(manifest, opts, clip)
-    items = store.read_items(manifest)
-    return manifest, {rec["path"]: rec for rec in items.records()}, store.read_embeddings(manifest, mmap=True)
+    # the FAISS file is rebuilt by every build: only what is reused is verified byte for byte
+    problems = check_files(store.path, manifest, deep=True, deep_keys=("items", "embeddings"))
+    bad = {p.file for p in problems}
+    items = emb = None
+    try:
+        if manifest["files"]["items"] not in bad:
+            items = store.read_items(manifest)
+        if manifest["files"]["embeddings"] not in bad:
+            emb = store.read_embeddings(manifest, mmap=True)
+    except IndexDamaged as exc:
+        problems += exc.problems
+    summary.repaired += [p.sentence() for p in problems]
+    if items is None:
+        return manifest, {}, None
+    records = items.records()
+    if emb is None:  # sizes, hashes and errors are still known; the vectors must be made again
+        records = [r for r in records if r["status"] != "ok"]
+    return manifest, {rec["path"]: rec for rec in records}, emb
+
+
+def _count_moves(entries: list[FileEntry], prev_by_path: dict[str, dict], final: dict,
+                 summary: BuildSummary) -> None:
+    """Tell renames from duplicates and count what was removed.
+
+    A new path whose content came from the previous index is a rename when a path with that
+    content is gone (each gone path pays for one rename), else a duplicate; every other gone
+    path is removed -- including a deleted copy whose content is still indexed elsewhere.
+    """
+    from collections import Counter
+
+    current = {e.rel for e in entries}
+    gone = Counter(rec["hash"] for path, rec in prev_by_path.items() if path not in current)
+    for rel in sorted(final):
+        rec, source = final[rel]
+        if rel in prev_by_path or source is None or source[0] != "prev" or rel not in current:
+            continue
+        if gone[rec["hash"]] > 0:
+            gone[rec["hash"]] -= 1
+            summary.renamed += 1
+        else:
+            summary.duplicates += 1
+    summary.removed = sum(gone.values())
 
 
 def _same_stat(rec: dict | None, entry: FileEntry) -> bool:
@@ -279,7 +376,7 @@ def _match_by_hash(opts: BuildOptions, candidates: list[FileEntry], prev_by_path
         if h is not None and h in known_hash:
             width, height = known_size[h]
             final[entry.rel] = (_record(entry, hash=h, width=width, height=height), known_hash[h])
-            summary.unchanged += 1
+            summary.unchanged += old is not None  # touched; a new path is a rename or a duplicate
             summary.reused_by_hash += 1
         elif old and h is not None and old["hash"] == h and old["status"] != "ok":
             final[entry.rel] = (_record(entry, **{k: old[k] for k in RECORD_KEYS[3:]}), None)
@@ -374,15 +471,10 @@ def _publish(opts: BuildOptions, clip, store: IndexDir, prev_manifest: dict | No
     n = len(emb)
     gpu = faiss_index.gpu_available()  # recorded in the manifest: IVF training ran on it
     kind = opts.index_type or faiss_index.choose_index_type(n, clip.dim, opts.max_memory)
-    built = faiss_index.build_tuned(emb.astype(np.float32), kind)
-    gen = (prev_manifest or {}).get("generation", 0) + 1
+    built, kind = _build_faiss(emb, kind, summary)
+    gen = _next_generation(store, prev_manifest)
     files = {"items": f"items-{gen}.parquet", "embeddings": f"embeddings-{gen}.npy", "faiss": f"faiss-{gen}.index"}
-    store.write_items(Items.from_records(records), files["items"])
-    store.write_embeddings(emb, files["embeddings"])
-    from index.store import atomic_path
-
-    with atomic_path(store.path / files["faiss"]) as tmp:
-        faiss_index.write(built.index, tmp)
+    checks = _write_generation(store, files, records, emb, built.index)
     model = opts.model or (prev_manifest or {}).get("model")
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -398,9 +490,62 @@ def _publish(opts: BuildOptions, clip, store: IndexDir, prev_manifest: dict | No
                   "recall_queries": built.recall_queries, "gpu": gpu, "tuning": built.tuning,
                   "build_seconds": round(built.build_seconds, 3)},
         "files": files,
+        "checks": checks,
         "created": (prev_manifest or {}).get("created", _now()),
         "updated": _now(),
     }
-    store.write_manifest(manifest)
+    try:
+        store.write_manifest(manifest)
+    except BaseException:
+        for name in files.values():
+            (store.path / name).unlink(missing_ok=True)
+        raise
     store.remove_stale(set(files.values()) | {"manifest.json", "lock"})
     return manifest
+
+
+def _build_faiss(emb: np.ndarray, kind: str, summary: BuildSummary):
+    """Build `kind`; an approximate type that cannot be trained on so few vectors falls back to exact search.
+
+    Why: IVF/PQ need enough vectors to train their quantizers (PQ: 16 per sub-quantizer at 4 bits),
+    and on a handful of images exact search is also the fastest answer.
+    """
+    try:
+        return faiss_index.build_tuned(emb.astype(np.float32), kind), kind
+    except RuntimeError as exc:
+        if kind == "flat":
+            raise
+        why = str(exc).strip().splitlines()
+        summary.index_type_note = (f"{kind} cannot be trained on {len(emb)} image(s) "
+                                   f"({why[-1][:100] if why else 'faiss error'}); built flat (exact search) instead")
+        return faiss_index.build_tuned(emb.astype(np.float32), "flat"), "flat"
+
+
+def _write_generation(store: IndexDir, files: dict[str, str], records: list[dict], emb: np.ndarray,
+                      index) -> dict[str, dict]:
+    """Write the generation's data files; on any failure remove them all (the manifest still names the old ones)."""
+    from index.integrity import file_check
+    from index.store import atomic_path
+
+    try:
+        store.write_items(Items.from_records(records), files["items"])
+        store.write_embeddings(emb, files["embeddings"])
+        with atomic_path(store.path / files["faiss"]) as tmp:
+            faiss_index.write(index, tmp)
+        return {key: file_check(store.path / name) for key, name in files.items()}
+    except BaseException:
+        for name in files.values():
+            (store.path / name).unlink(missing_ok=True)
+        raise
+
+
+def _next_generation(store: IndexDir, prev_manifest: dict | None) -> int:
+    """One past the previous generation and past any data file on disk (a damaged manifest may have lost it)."""
+    import re
+
+    numbers = [(prev_manifest or {}).get("generation", 0)]
+    for entry in store.path.iterdir():
+        match = re.fullmatch(r"(?:items|embeddings|faiss)-(\d+)\.\w+", entry.name)
+        if match:
+            numbers.append(int(match.group(1)))
+    return max(numbers) + 1

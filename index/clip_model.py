@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from index.errors import ModelUnavailable
+from index.errors import ModelBroken, ModelUnavailable
 from index.hub import hub_reachable
 
 CONFIG_FILE = "open_clip_config.json"
@@ -113,13 +113,41 @@ def _normalise(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-def _missing(spec: str, why: str) -> ModelUnavailable:
+def _missing(spec: str, why: str, repo: str | None = None) -> ModelUnavailable:
+    if repo:
+        from huggingface_hub import constants
+
+        cache = Path(constants.HF_HUB_CACHE) / ("models--" + repo.replace("/", "--"))
+        fetch = (f"on a machine with network run `hf download {repo}` (huggingface_hub's CLI) and copy '{cache}' "
+                 f"to the same path here")
+    else:
+        fetch = "download them once with network access"
     return ModelUnavailable(
-        f"OpenCLIP weights '{spec}' are not available ({why}); download them once with network access "
-        f"(python -c \"import open_clip; open_clip.create_model('{spec.split('/')[0]}', pretrained='"
-        f"{spec.split('/', 1)[-1]}')\") or pass --clip with a local directory holding "
-        f"{CONFIG_FILE} and {WEIGHTS_FILE}."
+        f"OpenCLIP weights '{spec}' are not available ({why}); {fetch}, or pass --clip with a local directory "
+        f"holding {CONFIG_FILE} and {WEIGHTS_FILE} (or --clip demo, the bundled model, for a first try)."
     )
+
+
+def _broken(path: Path, why: str) -> ModelBroken:
+    return ModelBroken(f"The CLIP model file '{path}' {why}; restore it or pass another --clip.")
+
+
+def _check_local_files(folder: Path, checkpoint: Path | None = None) -> None:
+    """The config parses and the weights file is whole, before open_clip reads them."""
+    from index.model_files import json_problem, safetensors_problem, weights_problem
+
+    why = json_problem(folder / CONFIG_FILE)
+    if why:
+        raise _broken(folder / CONFIG_FILE, why)
+    if checkpoint is not None:
+        why = safetensors_problem(checkpoint) if checkpoint.suffix == ".safetensors" else \
+            (None if checkpoint.stat().st_size else "is empty")
+        if why:
+            raise _broken(checkpoint, why)
+        return
+    problem = weights_problem(folder, (WEIGHTS_FILE, "open_clip_pytorch_model.bin"))
+    if problem:
+        raise _broken(*problem)
 
 
 def _open_clip_args(spec: str) -> tuple[str, str | None]:
@@ -130,6 +158,7 @@ def _open_clip_args(spec: str) -> tuple[str, str | None]:
     if path.is_dir():
         if not (path / CONFIG_FILE).is_file():
             raise ModelUnavailable(f"'{spec}' is a directory but has no {CONFIG_FILE}, so it is not an OpenCLIP model.")
+        _check_local_files(path)
         return "local-dir:" + str(path.resolve()), None
     if path.is_file() and path.suffix in (".pt", ".pth", ".bin", ".safetensors"):
         config = path.parent / CONFIG_FILE
@@ -137,6 +166,7 @@ def _open_clip_args(spec: str) -> tuple[str, str | None]:
             raise ModelUnavailable(
                 f"Checkpoint '{spec}' needs an {CONFIG_FILE} beside it, or use NAME/{spec} with an open_clip model name."
             )
+        _check_local_files(path.parent, path)
         return "local-dir-file:" + str(path.resolve()), None
     if spec.startswith(("hf-hub:", "local-dir:")):
         return spec, None
@@ -175,7 +205,7 @@ def _cached_or_reachable(spec: str, name: str, tag: str) -> str:
             if isinstance(cached, str):
                 return tag  # open_clip finds it in the cache without network
     if not hub_reachable():
-        raise _missing(spec, "not in the local cache and huggingface.co cannot be reached")
+        raise _missing(spec, "not in the local cache and huggingface.co cannot be reached", repo or None)
     return tag
 
 
@@ -195,10 +225,14 @@ def load_clip(spec: str | Path, device: str = "auto") -> ClipModel:
             if name.startswith("local-dir:") and open_clip.factory._find_checkpoint_in_dir(Path(name[10:])) is None:
                 raise ModelUnavailable(f"'{spec}' holds {CONFIG_FILE} but no weights file ({WEIGHTS_FILE}).")
             tokenizer = open_clip.get_tokenizer(name)
-    except ModelUnavailable:
+    except (ModelUnavailable, ModelBroken):
         raise
-    except (RuntimeError, OSError, ValueError) as exc:
-        raise _missing(spec, str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__) from None
+    except Exception as exc:  # noqa: BLE001 - open_clip, torch and safetensors raise many kinds
+        why = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        if name.startswith(("local-dir:", "local-dir-file:")):
+            raise ModelBroken(f"The CLIP model at '{spec}' could not be loaded ({why}); restore its files or pass "
+                              "another --clip.") from None
+        raise _missing(spec, why) from None
     model.eval()
     fingerprint = weights_fingerprint(model.state_dict())
     dim = int(_embed_dim(model))

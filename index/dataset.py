@@ -24,6 +24,7 @@ class DecodeDataset:
         self.preprocess = preprocess
         self.max_pixels = max_pixels
         self.hashes = hashes
+        self.resize_to = resize_side(preprocess)
 
     def __len__(self) -> int:
         return len(self.rels)
@@ -36,7 +37,7 @@ class DecodeDataset:
         try:
             if item["hash"] is None:
                 item["hash"] = content_hash(path)
-            image = open_rgb(path, self.max_pixels)
+            image = open_rgb(path, self.max_pixels, self.resize_to)
             item["width"], item["height"] = image.size
             item["pixels"] = self.preprocess(image)
         except ImageDecodeError as exc:
@@ -47,6 +48,15 @@ class DecodeDataset:
             item["error"] = f"could not be prepared ({type(exc).__name__}: {exc})"
         item["seconds"] = time.perf_counter() - start
         return item
+
+
+def resize_side(preprocess: Callable) -> int | None:
+    """The short side the model's preprocess resizes to (torchvision Resize), or None when unknown."""
+    for step in getattr(preprocess, "transforms", []):
+        size = getattr(step, "size", None)
+        if type(step).__name__ == "Resize" and size is not None:
+            return int(size) if isinstance(size, int) else int(max(size))
+    return None
 
 
 def collate(batch: list[dict[str, Any]]) -> tuple[Any, list[dict[str, Any]]]:

@@ -21,3 +21,18 @@ class IndexMissing(IndexError_):
 
 class ModelMismatch(IndexError_):
     """The index was built with a different CLIP model than the one requested."""
+
+
+class IndexDamaged(IndexMissing):
+    """A file of the index is missing, truncated or altered; the next `index build` repairs it.
+
+    A subclass of IndexMissing because, to a reader, a damaged index is as unusable as none.
+    """
+
+    def __init__(self, message: str, problems: list | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
+
+
+class ModelBroken(IndexError_):
+    """A local CLIP directory or checkpoint exists but a file in it is damaged; the message names the file."""

@@ -248,9 +248,18 @@ def build_tuned(embeddings: np.ndarray, kind: str, params: dict[str, Any] | None
 
 
 def write(index, path) -> None:
+    """faiss.write_index, with its RuntimeError on a failed write (full disk...) turned into an OSError."""
+    import errno
+
     import faiss
 
-    faiss.write_index(index, str(path))
+    try:
+        faiss.write_index(index, str(path))
+    except RuntimeError as exc:
+        lines = str(exc).strip().splitlines()
+        code = errno.ENOSPC if "No space" in str(exc) else errno.EIO
+        raise OSError(code, f"FAISS could not write the file ({lines[-1][:120] if lines else 'error'})",
+                      str(path)) from None
 
 
 def read(path, kind: str, params: dict[str, Any]):

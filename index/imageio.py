@@ -7,6 +7,8 @@ with a short reason that is recorded in the index and printed as one line.
 
 from __future__ import annotations
 
+import math
+import stat
 import warnings
 from pathlib import Path
 
@@ -20,19 +22,48 @@ class ImageDecodeError(Exception):
     """The file cannot be used as an image; the message is the reason, without the path."""
 
 
-def open_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode `path` to an upright 8-bit RGB image (first frame of animations)."""
-    path = Path(path)
+def max_side(max_pixels: int) -> int:
+    """The longest side allowed under a pixel cap: 8x the side of the largest square image."""
+    return max(1, math.isqrt(max_pixels) * 8)
+
+
+def check_size(width: int, height: int, max_pixels: int, resize_to: int | None = None) -> None:
+    """Refuse sizes that would cost more memory than the cap: the area, each side, and the area after
+    the model's resize of the short side to `resize_to` (100000x1 is 0.1 MP but 6.4 MP at 64 px)."""
+    if width * height > max_pixels:
+        raise ImageDecodeError(f"{width}x{height} pixels exceeds the cap of {max_pixels:,} (possible decompression bomb)")
+    if max(width, height) > max_side(max_pixels):
+        raise ImageDecodeError(f"{width}x{height} pixels: a side exceeds {max_side(max_pixels):,} pixels")
+    if resize_to and min(width, height) > 0:
+        long_side = math.ceil(max(width, height) * resize_to / min(width, height))
+        if long_side * resize_to > max_pixels or long_side > max_side(max_pixels):
+            raise ImageDecodeError(f"{width}x{height} pixels would be {long_side:,}x{resize_to} after resizing for "
+                                   f"the model, over the cap of {max_pixels:,} (extreme aspect ratio)")
+    if min(width, height) <= 0:
+        raise ImageDecodeError(f"{width}x{height} pixels: an empty image")
+
+
+def open_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, resize_to: int | None = None) -> Image.Image:
+    """Decode `path` to an upright 8-bit RGB image (first frame of animations).
+
+    Only a regular file is opened (a FIFO or a device would block or never end); a name spelled
+    safely by the index (`index.scan.safe_name`) is mapped back to the file it names.
+    """
+    from index.scan import fs_path
+
+    path = fs_path(path)
     try:
-        if path.stat().st_size == 0:
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError(str(path))
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageDecodeError("not a regular file (a FIFO, device or socket)")
+        if info.st_size == 0:
             raise ImageDecodeError("empty file (0 bytes)")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
-                if img.width * img.height > max_pixels:
-                    raise ImageDecodeError(
-                        f"{img.width}x{img.height} pixels exceeds the cap of {max_pixels:,} (possible decompression bomb)"
-                    )
+                check_size(img.width, img.height, max_pixels, resize_to)
                 img.seek(0)
                 img.load()
                 return to_rgb(ImageOps.exif_transpose(img))

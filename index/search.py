@@ -30,6 +30,7 @@ class SearchIndex:
     def __init__(self, index_dir: str | Path) -> None:
         self.store = IndexDir(index_dir)
         self.manifest: dict[str, Any] = self.store.read_manifest()
+        self.store.check(self.manifest)  # sizes only: cheap enough for every query
         items = self.store.read_items(self.manifest)
         ok = [(row, path) for row, path in zip(items.columns["row"], items.columns["path"]) if row is not None
               and row >= 0]
@@ -40,7 +41,7 @@ class SearchIndex:
         self.embeddings = self.store.read_embeddings(self.manifest, mmap=True)
         info = self.manifest["faiss"]
         self.kind, self.params = info["type"], info["params"]
-        self.index = faiss_index.read(self.store.file(self.manifest, "faiss"), self.kind, self.params)
+        self.index = self.store.read_faiss(self.manifest)
 
     @property
     def clip_spec(self) -> str:

@@ -2,7 +2,9 @@
 
 Layout (one generation of data files is live at a time; the manifest names them):
 
-    manifest.json            format version, CLIP spec + fingerprint, counts, FAISS type/params/recall
+    manifest.json            format version, CLIP spec + fingerprint, counts, FAISS type/params/recall,
+                             and each data file's size and BLAKE2b (`checks`)
+    manifest.backup.json     a copy of the last published manifest (repairs a damaged manifest.json)
     items-<gen>.parquet      one row per file seen: path, size, mtime_ns, hash, width, height, status, error, row
     embeddings-<gen>.npy     float16 [count, dim], row i = item with row == i
     faiss-<gen>.index        the FAISS index over the same rows
@@ -29,6 +31,7 @@ from index.errors import IndexLocked, IndexMissing
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+BACKUP = "manifest.backup.json"   # a copy of the last published manifest, for repairing a damaged one
 ITEM_COLUMNS = ("path", "size", "mtime_ns", "hash", "width", "height", "status", "error", "row")
 
 
@@ -51,7 +54,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temp path next to `path`; on success rename it over `path` (for writers that want a filename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -95,23 +100,66 @@ class IndexDir:
         return (self.path / MANIFEST).is_file()
 
     def read_manifest(self) -> dict[str, Any]:
+        """The manifest, validated: a binary, truncated or incomplete one raises IndexDamaged."""
+        from index.integrity import Problem, damaged, manifest_problems
+
         try:
-            manifest = json.loads((self.path / MANIFEST).read_text())
+            manifest = json.loads((self.path / MANIFEST).read_bytes().decode("utf-8"))
         except FileNotFoundError:
             raise IndexMissing(
                 f"No index at '{self.path}'; build one with `discff index build DIR` (or pass --index)."
             ) from None
-        except json.JSONDecodeError:
-            raise IndexMissing(f"The index manifest at '{self.path / MANIFEST}' is not valid JSON; rebuild it.") from None
-        if manifest.get("format_version") != FORMAT_VERSION:
+        except IsADirectoryError:
+            raise damaged(self.path, [Problem(MANIFEST, "is a directory")]) from None
+        except PermissionError:
+            raise IndexMissing(f"No permission to read '{self.path / MANIFEST}'.") from None
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError):
+            raise damaged(self.path, [Problem(MANIFEST, "is not valid JSON")]) from None
+        if isinstance(manifest, dict) and "format_version" in manifest and manifest["format_version"] != FORMAT_VERSION:
             raise IndexMissing(
                 f"The index at '{self.path}' has format version {manifest.get('format_version')}, this discff reads "
                 f"{FORMAT_VERSION}; rebuild it with `discff index build DIR --rebuild`."
             )
+        problems = manifest_problems(manifest)
+        if problems:
+            raise damaged(self.path, [Problem(MANIFEST, "; ".join(problems))])
         return manifest
 
+    def check(self, manifest: dict[str, Any], deep: bool = False) -> None:
+        """Raise IndexDamaged when a data file is missing or differs from the manifest's record."""
+        from index.integrity import check_files, damaged
+
+        problems = check_files(self.path, manifest, deep)
+        if problems:
+            raise damaged(self.path, problems, manifest["root"])
+
+    def _damaged(self, manifest: dict[str, Any], key: str, what: str):
+        from index.integrity import Problem, damaged
+
+        return damaged(self.path, [Problem(manifest["files"][key], what)], manifest["root"])
+
     def write_manifest(self, manifest: dict[str, Any]) -> None:
-        atomic_write_bytes(self.path / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+        """Publish `manifest`, then keep a copy: if manifest.json is damaged later, the copy names the
+        generation and its checksums, so a repair can reuse that generation's files once they verify."""
+        data = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+        atomic_write_bytes(self.path / MANIFEST, data)
+        try:
+            atomic_write_bytes(self.path / BACKUP, data)
+        except OSError:
+            (self.path / BACKUP).unlink(missing_ok=True)  # a stale copy must not outlive its generation
+
+    def read_backup_manifest(self) -> dict[str, Any] | None:
+        """The copy of the last published manifest when it is valid and every file it names verifies in depth."""
+        from index.integrity import check_files, manifest_problems
+
+        try:
+            manifest = json.loads((self.path / BACKUP).read_bytes().decode("utf-8"))
+        except (OSError, ValueError, RecursionError):
+            return None
+        if manifest_problems(manifest) or manifest.get("format_version") != FORMAT_VERSION \
+                or not isinstance(manifest.get("checks"), dict):
+            return None
+        return None if check_files(self.path, manifest, deep=True) else manifest
 
     def file(self, manifest: dict[str, Any], key: str) -> Path:
         return self.path / manifest["files"][key]
@@ -119,8 +167,17 @@ class IndexDir:
     def read_items(self, manifest: dict[str, Any]) -> Items:
         import pyarrow.parquet as pq
 
-        table = pq.read_table(self.file(manifest, "items"))
-        return Items({c: table.column(c).to_pylist() for c in ITEM_COLUMNS})
+        try:
+            table = pq.read_table(self.file(manifest, "items"))
+            items = Items({c: table.column(c).to_pylist() for c in ITEM_COLUMNS})
+        except FileNotFoundError:
+            raise self._damaged(manifest, "items", "is missing") from None
+        except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, KeyError... for a damaged file
+            raise self._damaged(manifest, "items", f"cannot be read as the items table ({_first_line(exc)})") from None
+        rows = sorted(r for r in items.columns["row"] if isinstance(r, int) and r >= 0)
+        if rows != list(range(manifest["count"])):
+            raise self._damaged(manifest, "items", f"does not list rows 0..{manifest['count'] - 1} of the index")
+        return items
 
     def write_items(self, items: Items, name: str) -> None:
         import pyarrow as pa
@@ -134,7 +191,32 @@ class IndexDir:
             pq.write_table(table, tmp)
 
     def read_embeddings(self, manifest: dict[str, Any], mmap: bool = False) -> np.ndarray:
-        return np.load(self.file(manifest, "embeddings"), mmap_mode="r" if mmap else None)
+        try:
+            emb = np.load(self.file(manifest, "embeddings"), mmap_mode="r" if mmap else None, allow_pickle=False)
+        except FileNotFoundError:
+            raise self._damaged(manifest, "embeddings", "is missing") from None
+        except Exception as exc:  # truncated header or data: ValueError, EOFError, OSError
+            raise self._damaged(manifest, "embeddings", f"cannot be read ({_first_line(exc)})") from None
+        expected = (manifest["count"], manifest["clip"]["dim"])
+        if not isinstance(emb, np.ndarray) or emb.shape != expected:
+            shape = getattr(emb, "shape", None)
+            raise self._damaged(manifest, "embeddings", f"holds shape {shape}, the manifest says {expected}")
+        return emb
+
+    def read_faiss(self, manifest: dict[str, Any]):
+        """The FAISS index of the generation, with its search-time parameters set."""
+        from index import faiss_index
+
+        path = self.file(manifest, "faiss")
+        if not path.is_file():
+            raise self._damaged(manifest, "faiss", "is missing")
+        try:
+            index = faiss_index.read(path, manifest["faiss"]["type"], manifest["faiss"]["params"])
+        except Exception as exc:  # faiss raises RuntimeError for a truncated or zeroed file
+            raise self._damaged(manifest, "faiss", f"cannot be read as a FAISS index ({_first_line(exc)})") from None
+        if index.ntotal != manifest["count"]:
+            raise self._damaged(manifest, "faiss", f"holds {index.ntotal} vectors, the manifest says {manifest['count']}")
+        return index
 
     def write_embeddings(self, embeddings: np.ndarray, name: str) -> None:
         with atomic_path(self.path / name) as tmp:
@@ -147,6 +229,11 @@ class IndexDir:
             generational = entry.name.split("-")[0] in ("items", "embeddings", "faiss")
             if entry.is_file() and entry.name not in keep and (generational or entry.name.endswith(".tmp")):
                 entry.unlink(missing_ok=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0][:160] if text else type(exc).__name__)
 
 
 @contextmanager

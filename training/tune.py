@@ -60,7 +60,7 @@ class TuneState:
 class TuneResult:
     out: Path
     curve: list[dict]
-    best_epoch: int
+    best_epoch: int | None   # None when nothing was held out for validation
     n_train_triplets: int
     n_val_triplets: int
     wall_s: float
@@ -172,7 +172,8 @@ class Tuner:
         point = {"epoch": epoch, "train_loss": train_loss, "val_accuracy": acc, "val_loss": loss}
         self.state.curve.append(point)
         best = self.state.best
-        better = best is None or acc is None or (acc, -loss) > (best["val_accuracy"], -best["val_loss"])
+        # without validation triplets there is no "best" epoch: the last deltas are written
+        better = acc is not None and (best is None or (acc, -loss) > (best["val_accuracy"], -best["val_loss"]))
         if better:
             self.state.best = {"epoch": epoch, "val_accuracy": acc, "val_loss": loss,
                                "tensors": delta_tensors(self.scorer)}
@@ -217,7 +218,7 @@ class Tuner:
         return self._result(start)
 
     def _result(self, start: float, interrupted: bool = False) -> TuneResult:
-        best = self.state.best or {"epoch": -1}
+        best = self.state.best or {"epoch": None}
         return TuneResult(self.out, list(self.state.curve), best["epoch"], self.n_train_triplets(),
                           len(self.val_triplets), time.monotonic() - start, interrupted)
 
@@ -253,8 +254,12 @@ class Tuner:
                    "deltas": delta_tensors(self.scorer), "optimizer": self.optimizer.state_dict(),
                    "importance": self.heads.importance if self.heads else {}}
         tmp = path.with_name(path.name + ".tmp")
-        torch.save(payload, tmp)
-        tmp.replace(path)
+        try:
+            torch.save(payload, tmp)
+            tmp.replace(path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # never leave a half checkpoint behind (the previous one stays)
+            raise
 
     def load_checkpoint(self) -> None:
         path = checkpoint_path(self.out)

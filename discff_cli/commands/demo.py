@@ -38,6 +38,20 @@ def write_gallery(directory: Path, count: int, seed: int) -> dict[str, tuple[lis
     return gallery
 
 
+def _write_gallery_checked(root: Path, images: int, seed: int) -> dict[str, tuple[list[str], int]]:
+    """write_gallery with an unwritable or full destination as one sentence (checked before any image)."""
+    from discff_cli.errors import DiscffError
+    from index.fs import WriteFailed, check_writable, write_failure
+
+    try:
+        check_writable(root / "images")
+        return write_gallery(root / "images", images, seed)
+    except WriteFailed as exc:
+        raise DiscffError(str(exc)) from None
+    except OSError as exc:
+        raise DiscffError(str(write_failure(exc, root / "images"))) from None
+
+
 @click.command()
 @click.argument("directory", default="discff-demo", type=click.Path(file_okay=False))
 @click.option("--images", type=click.IntRange(min=10), default=300, show_default=True, help="Gallery size.")
@@ -66,7 +80,7 @@ def run_demo(root: Path, images: int, per_kind: int, rerank: int, fusion: str, w
     from discff_cli.evaluation import ProgressBar
     from discff_cli.pipeline import Fusion, Searcher
 
-    gallery = write_gallery(root / "images", images, config.seed)
+    gallery = _write_gallery_checked(root, images, config.seed)
     click.echo(f"wrote {len(gallery)} demo-world images to {root / 'images'}", err=True)
     index_dir = str(root / ".discff")
     with contextlib.redirect_stdout(sys.stderr):  # the build's summary is progress here; stdout carries the report

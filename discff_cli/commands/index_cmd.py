@@ -9,7 +9,7 @@ import click
 
 from discff_cli.clip_resolve import DEFAULT_CLIP, library_errors, load_clip_cli, manifest_spec
 from discff_cli.errors import DiscffError
-from discff_cli.options import json_option
+from discff_cli.options import check_device, json_option
 from discff_cli.render import print_json, print_table, stderr_console
 
 INDEX_TYPES = ("auto", "flat", "hnsw", "ivf_flat", "ivf_pq")
@@ -39,12 +39,13 @@ def _memory(ctx: click.Context, param: click.Parameter, value: str) -> int:
 @index.command()
 @click.argument("directory", type=click.Path(file_okay=False))
 @index_option
-@click.option("--clip", envvar="DISCFF_CLIP", default=DEFAULT_CLIP, show_default=True,
-              help="OpenCLIP: NAME/PRETRAINED, a local directory or checkpoint, or 'demo' [env DISCFF_CLIP].")
+@click.option("--clip", envvar="DISCFF_CLIP", default=None,
+              help="OpenCLIP: NAME/PRETRAINED, a local directory or checkpoint, or 'demo' [env DISCFF_CLIP] "
+                   f"(default: the one the index records, else {DEFAULT_CLIP}).")
 @click.option("--model", envvar="DISCFF_MODEL", default=None,
               help="Stable Diffusion model recorded for `search --rerank` (default: 'demo' with --clip demo, "
                    f"else {SD_DEFAULT}) [env DISCFF_MODEL].")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--device", default="auto", show_default=True, callback=check_device, help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Images per batch.")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="Decoding worker processes (default: up to 4 when there is enough work).")
@@ -58,7 +59,7 @@ def _memory(ctx: click.Context, param: click.Parameter, value: str) -> int:
 @click.option("--latents", is_flag=True,
               help="Also store each image's VAE latent (float16) so `search --rerank` skips the VAE.")
 @json_option
-def build(directory: str, index_dir: str, clip: str, model: str | None, device: str, batch_size: int,
+def build(directory: str, index_dir: str, clip: str | None, model: str | None, device: str, batch_size: int,
           workers: int | None, max_memory: int, index_type: str, max_pixels: int | None, rebuild: bool,
           latents: bool, as_json: bool) -> None:
     """Embed every image under DIRECTORY (recursively) into the index; only new or changed files are embedded."""
@@ -68,10 +69,15 @@ def build(directory: str, index_dir: str, clip: str, model: str | None, device: 
     if not Path(directory).is_dir():
         raise DiscffError(f"'{directory}' is not a folder.")
     existing = None if rebuild else _existing_manifest(index_dir)
+    if clip is None:  # an update uses the CLIP the index was built with, as search does
+        clip = existing["clip"]["spec"] if existing else DEFAULT_CLIP
     if model is None and existing is None:
         model = "demo" if clip == "demo" else SD_DEFAULT
     console = stderr_console()
     with library_errors():
+        from index.fs import check_writable
+
+        check_writable(index_dir)  # a read-only or full destination is refused before any model loads
         clip_model = load_clip_cli(clip, device)
         opts = BuildOptions(root=Path(directory), index_dir=Path(index_dir), clip_spec=manifest_spec(clip),
                             model=model, batch_size=batch_size, workers=workers, max_memory=max_memory,
@@ -99,13 +105,16 @@ def _store_latents(index_dir: str, device: str, console, quiet: bool) -> None:
     from discff_cli.engine.latent_store import update_latent_store
     from discff_cli.engine.scorer import load_scorer
     from index.search import SearchIndex
+    from index.store import writer_lock
 
-    index = SearchIndex(index_dir)
+    with library_errors():
+        index = SearchIndex(index_dir)
     paths = [index.root / rel for rel in index.rel_by_row]
     scorer = load_scorer(index.manifest["model"], EngineConfig(device=device))
     start = time.perf_counter()
-    with Progress(TextColumn("VAE latents"), BarColumn(), MofNCompleteColumn(), console=console,
-                  disable=quiet, transient=True) as bar:
+    with library_errors(), writer_lock(Path(index_dir)), \
+            Progress(TextColumn("VAE latents"), BarColumn(), MofNCompleteColumn(), console=console,
+                     disable=quiet, transient=True) as bar:
         task = bar.add_task("latents", total=len(paths))
         counts = update_latent_store(index_dir, scorer, paths, lambda n: bar.advance(task, n))
     click.echo(f"latents: encoded {counts['encoded']}, reused {counts['reused']}, dropped {counts['dropped']} "
@@ -113,13 +122,18 @@ def _store_latents(index_dir: str, device: str, console, quiet: bool) -> None:
 
 
 def _existing_manifest(index_dir: str) -> dict | None:
+    """The manifest the build will update; None when there is none or it is damaged (the build repairs it)."""
+    from index.errors import IndexDamaged
     from index.store import IndexDir
 
     store = IndexDir(index_dir)
     if not store.exists():
         return None
     with library_errors():
-        return store.read_manifest()
+        try:
+            return store.read_manifest()
+        except IndexDamaged:
+            return None
 
 
 def _fail_hook() -> int | None:
@@ -173,11 +187,17 @@ def _report(summary, index_dir: str, as_json: bool, console) -> None:
     if as_json:
         print_json({"index": str(index_dir), **summary.to_dict()})
         return
+    for problem in summary.repaired:
+        click.echo(f"repaired {problem}", err=True)
     for path, reason in summary.skipped_files:
         click.echo(f"skipped {path}: {reason}", err=True)  # one unwrapped line per file, greppable
+    if summary.index_type_note:
+        click.echo(f"note: {summary.index_type_note}", err=True)
+    for path in summary.safe_names:
+        click.echo(f"note {path}: the name is not valid UTF-8; indexed under this spelling", err=True)
     rate = f", {summary.images_per_second:,.1f} images/s" if summary.indexed else ""
     click.echo(f"indexed {summary.indexed}, skipped {summary.skipped}, unchanged {summary.unchanged}, "
-               f"removed {summary.removed} in {summary.seconds:.1f}s{rate} -> {index_dir} "
+               f"renamed {summary.renamed}, duplicates {summary.duplicates}, removed {summary.removed} in {summary.seconds:.1f}s{rate} -> {index_dir} "
                f"({summary.index_type}, recall@10 {summary.recall_at_10:.3f})")
 
 
@@ -220,3 +240,25 @@ def info(index_dir: str, show_errors: bool, as_json: bool) -> None:
     if show_errors:
         for err in errors:
             click.echo(f"skipped {err['path']}: {err['error']}")
+
+
+@index.command()
+@index_option
+@json_option
+def check(index_dir: str, as_json: bool) -> None:
+    """Verify every file of the index against the sizes and checksums its manifest records."""
+    from index.integrity import check_index
+
+    with library_errors():
+        report = check_index(Path(index_dir))
+    if as_json:
+        print_json({"index": str(Path(index_dir).resolve()), **report})
+    elif report["problems"]:
+        print_table("discff index check: damaged", ["file", "problem"],
+                    [(p["file"], p["problem"]) for p in report["problems"]])
+    else:
+        click.echo(f"{index_dir}: generation {report['generation']}, {report['count']:,} images, all "
+                   f"{len(report['files'])} files intact")
+    if report["problems"]:
+        raise DiscffError(f"The index at '{index_dir}' is damaged ({len(report['problems'])} problem(s)); run "
+                          f"`discff index build DIR` on its image folder to repair it.")

@@ -24,7 +24,7 @@ def check_image(path: str) -> None:
     from index.imageio import ImageDecodeError, open_rgb
 
     try:
-        open_rgb(path)
+        open_rgb(path, resize_to=512)  # also refuses aspect ratios whose resize would exhaust memory
     except ImageDecodeError as exc:
         raise DiscffError(f"Cannot read image '{path}': {exc}.") from None
 
@@ -41,6 +41,10 @@ def score(image: str, captions_txt: str, model: str, deltas: str | None, as_json
     check_image(image)
     config = pop_engine_config(engine)
     from discff_cli.engine.scorer import load_scorer
+    from discff_cli.engine.deltas import model_for_deltas
+
+    source = click.get_current_context().get_parameter_source("model")
+    model = model_for_deltas(model, deltas, given=source is not click.core.ParameterSource.DEFAULT)
 
     scorer = load_scorer(model, config, deltas)
     scores = scorer.score_texts(image, captions, progress=not as_json)

@@ -31,6 +31,10 @@ def search(query: str, index_dir: str, top: int | None, rerank: int | None, fusi
     if not query.strip():
         raise DiscffError("The query is empty; give the text to search for, e.g. discff search \"a red cube\".")
     config = pop_engine_config(engine)
+    if deltas:
+        from discff_cli.engine.deltas import model_for_deltas
+
+        model = model_for_deltas(model, deltas, given=model is not None)
     with library_errors():
         results, provenance = run_search(query, index_dir, top, rerank, clip, model, deltas, config,
                                          progress=not as_json, fusion=Fusion(fusion, fusion_weight))

@@ -6,7 +6,8 @@ from typing import Any
 
 import click
 
-from discff_cli.options import engine_options, json_option, pop_engine_config
+from discff_cli.errors import DiscffError
+from discff_cli.options import engine_options, finite, json_option, pop_engine_config
 from discff_cli.render import print_json, print_table
 
 DEFAULT_TRIPLETS_PER_STEP = 8
@@ -20,10 +21,12 @@ DEFAULT_TRIPLETS_PER_STEP = 8
 @click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--rank", type=click.IntRange(min=0), default=0, show_default=True,
               help="Rank of each delta (B·A); 0 = full rank, the paper's default.")
-@click.option("--margin", type=click.FloatRange(min=0), default=0.2, show_default=True, help="M of the triplet loss.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True)
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-2, show_default=True)
+@click.option("--margin", type=click.FloatRange(min=0), default=0.2, show_default=True, callback=finite(),
+              help="M of the triplet loss.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True, callback=finite())
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-2, show_default=True, callback=finite())
 @click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
+              callback=finite(),
               help="Share of lines held out and scored every epoch; the best epoch's deltas are kept.")
 @click.option("--negatives-per-line", type=click.IntRange(min=0), default=1, show_default=True,
               help="Triplets drawn per line and epoch from the line's own negatives; 0 = all.")
@@ -64,15 +67,40 @@ def run_tune(pairs_jsonl: str, model: str, engine: Any, config: Any, out: str, r
 
     # bad lines and unusable files fail before any model is loaded
     split = tuning_split(pairs_jsonl, config.val_fraction, config.seed, config.negatives_per_line)
+    if not split.val_triplets:
+        click.echo(f"note: no validation triplets ({len(split.examples)} lines in {pairs_jsonl}, --val-fraction "
+                   f"{config.val_fraction} holds none out): no epoch is chosen as best; the last epoch's deltas are "
+                   "written.", err=True)
+    _check_out(out)
     scorer = load_scorer(model, engine)
     prepare_for_training(scorer)
     tuner = Tuner(scorer, pairs_jsonl, out, config, split)
     if resume:
         tuner.load_checkpoint()
-    if not progress:
-        return tuner.run()
-    with _Progress(tuner) as bar:
-        return tuner.run(progress=bar.update)
+    try:
+        if not progress:
+            return tuner.run()
+        with _Progress(tuner) as bar:
+            return tuner.run(progress=bar.update)
+    except OSError as exc:  # the disk filled up or became read-only while tuning
+        from index.fs import write_failure
+
+        raise DiscffError(str(write_failure(exc, out, "the last checkpoint is kept: fix that and run the same "
+                                                      "command with --resume."))) from None
+
+
+def _check_out(out: str) -> None:
+    """Refuse an unwritable --out before the model loads (and before minutes of tuning)."""
+    from pathlib import Path
+
+    from index.fs import WriteFailed, check_writable
+
+    if Path(out).is_dir():
+        raise DiscffError(f"--out '{out}' is a folder; name the .safetensors file to write.")
+    try:
+        check_writable(Path(out).absolute().parent)
+    except WriteFailed as exc:
+        raise DiscffError(str(exc)) from None
 
 
 class _Progress:

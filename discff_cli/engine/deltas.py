@@ -10,6 +10,7 @@ are never silently applied to a model they were not learned on.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -124,9 +125,13 @@ def save_deltas_file(path: str | Path, scorer: Any, rank: int, extra: dict[str, 
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(delta_tensors(scorer), str(tmp), metadata={"discff": json.dumps(meta)})
-    tmp.replace(path)  # a crash while writing never leaves a half file under the final name
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        save_file(delta_tensors(scorer), str(tmp), metadata={"discff": json.dumps(meta)})
+        tmp.replace(path)  # a crash while writing never leaves a half file under the final name
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written temp file behind
+        raise
     return path
 
 
@@ -146,6 +151,26 @@ def read_deltas_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise DiscffError(f"'{path}' is not a deltas file made by `discff tune` (no discff metadata).")
     return tensors, meta
+
+
+def deltas_base_model(path: str | Path) -> str | None:
+    """The base model a deltas file records (its header only), or None when it cannot be read."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = json.loads((handle.metadata() or {}).get("discff", "null"))
+    except Exception:  # noqa: BLE001 - unreadable files are reported by read_deltas_file later
+        return None
+    base = meta.get("base_model") if isinstance(meta, dict) else None
+    return base if isinstance(base, str) and base else None
+
+
+def model_for_deltas(model: str | None, deltas: str | None, given: bool) -> str | None:
+    """--deltas without --model means the model the deltas were tuned on (not the default one they would not fit)."""
+    if deltas and not given:
+        return deltas_base_model(deltas) or model
+    return model
 
 
 def check_compatible(meta: dict[str, Any], scorer: Any, path: str | Path) -> None:

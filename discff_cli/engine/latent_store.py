@@ -12,7 +12,6 @@ and renamed, like the index.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -22,10 +21,26 @@ ARRAY, META, EMPTY = "latents.npy", "latents.json", "empty.npy"
 
 
 def _read_meta(index_dir: Path) -> dict[str, Any] | None:
+    """The store's metadata, or None when it is absent or damaged (then it is rebuilt, never trusted)."""
     meta_path = index_dir / META
     if not meta_path.is_file() or not (index_dir / ARRAY).is_file():
         return None
-    return json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_bytes().decode())
+        ok = isinstance(meta, dict) and isinstance(meta.get("keys"), list) and "fingerprint" in meta \
+            and "resolution" in meta and all(isinstance(k, str) for k in meta["keys"])
+        return meta if ok and _load_array(index_dir, len(meta["keys"])) is not None else None
+    except (OSError, ValueError, RecursionError):
+        return None
+
+
+def _load_array(index_dir: Path, rows: int) -> np.ndarray | None:
+    """latents.npy memory-mapped, or None when it is truncated, garbage or not `rows` long."""
+    try:
+        array = np.load(index_dir / ARRAY, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    return array if array.ndim == 4 and array.shape[0] == rows else None
 
 
 def _compatible(meta: dict[str, Any] | None, scorer: Any) -> bool:
@@ -42,7 +57,7 @@ def update_latent_store(index_dir: str | Path, scorer: Any, paths: Sequence[str 
     key_of = dict(zip((image_key(p) for p in paths), paths))
     meta = _read_meta(index_dir)
     old_rows = {k: i for i, k in enumerate(meta["keys"])} if _compatible(meta, scorer) else {}
-    old = np.load(index_dir / ARRAY, mmap_mode="r") if old_rows else None
+    old = _load_array(index_dir, len(meta["keys"])) if old_rows else None
     todo = [k for k in keys if k not in old_rows]
     fresh: dict[str, np.ndarray] = {}
     for start in range(0, len(todo), batch):
@@ -88,19 +103,31 @@ def _stored_empty(index_dir: Path, meta: dict[str, Any] | None, scorer: Any, gri
     info = meta.get("empty") or {}
     if info.get("conditions") != grid or info.get("seed") != scorer.config.seed:
         return {}
-    values = np.load(index_dir / EMPTY, mmap_mode="r")
-    return {k: np.asarray(values[i]) for i, k in enumerate(meta["keys"])}
+    values = _load_empty(index_dir, len(meta["keys"]))
+    return {} if values is None else {k: np.asarray(values[i]) for i, k in enumerate(meta["keys"])}
+
+
+def _load_empty(index_dir: Path, rows: int) -> np.ndarray | None:
+    """empty.npy memory-mapped, or None when it is missing, damaged or not `rows` long (then recomputed)."""
+    try:
+        values = np.load(index_dir / EMPTY, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    return values if values.ndim == 2 and values.shape[0] == rows else None
 
 
 def _atomic_save(index_dir: Path, array: np.ndarray, empty: np.ndarray, meta: dict[str, Any]) -> None:
-    tmp_array, tmp_meta = index_dir / (ARRAY + ".tmp.npy"), index_dir / (META + ".tmp")
-    tmp_empty = index_dir / (EMPTY + ".tmp.npy")
-    np.save(tmp_array, array)
-    np.save(tmp_empty, empty)
-    tmp_meta.write_text(json.dumps(meta))
-    os.replace(tmp_array, index_dir / ARRAY)
-    os.replace(tmp_empty, index_dir / EMPTY)
-    os.replace(tmp_meta, index_dir / META)
+    """Unique temp names (a crashed or concurrent writer never collides), removed on any failure.
+
+    The caller holds the index's writer lock (`index build --latents`)."""
+    from index.store import atomic_path
+
+    with atomic_path(index_dir / ARRAY) as tmp_array, atomic_path(index_dir / EMPTY) as tmp_empty, \
+            atomic_path(index_dir / META) as tmp_meta:
+        for tmp, values in ((tmp_array, array), (tmp_empty, empty)):
+            with open(tmp, "wb") as handle:
+                np.save(handle, values)
+        tmp_meta.write_text(json.dumps(meta))
 
 
 def seed_from_store(scorer: Any, index_dir: str | Path, paths: Sequence[str | Path]) -> int:
@@ -113,7 +140,9 @@ def seed_from_store(scorer: Any, index_dir: str | Path, paths: Sequence[str | Pa
     if not _compatible(meta, scorer):
         return 0
     row_of = {k: i for i, k in enumerate(meta["keys"])}
-    array = np.load(index_dir / ARRAY, mmap_mode="r")
+    array = _load_array(index_dir, len(meta["keys"]))
+    if array is None:
+        return 0
     found = {}
     for path in paths:
         key = image_key(path)
@@ -132,7 +161,9 @@ def _seed_empty(scorer: Any, index_dir: Path, meta: dict[str, Any], latents: dic
     info = meta.get("empty") or {}
     if not latents or info.get("seed") != scorer.config.seed or not (index_dir / EMPTY).is_file():
         return
-    values = np.load(index_dir / EMPTY, mmap_mode="r")
+    values = _load_empty(index_dir, len(meta["keys"]))
+    if values is None or not isinstance(info.get("conditions"), list) or values.shape[1] != len(info["conditions"]):
+        return  # a damaged empty.npy: the scorer computes e(x, ∅) itself
     conditions = [(int(t), float(s)) for t, s in info["conditions"]]
     for key, latent in latents.items():
         scorer.seed_empty_errors(torch.from_numpy(latent), conditions, np.asarray(values[row_of[key]]).tolist())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,6 +10,7 @@ import torch
 from PIL import Image
 
 from index.imageio import open_rgb
+from index.scan import fs_path
 
 
 def image_key(image: Any) -> str:
@@ -20,7 +20,7 @@ def image_key(image: Any) -> str:
         digest.update(f"{image.mode}{image.size}".encode())
         digest.update(image.tobytes())
     else:
-        digest.update(Path(image).read_bytes())
+        digest.update(fs_path(image).read_bytes())  # fs_path: a name the index spelled safely
     return digest.hexdigest()
 
 
@@ -36,6 +36,6 @@ def resize_center_crop(img: Image.Image, size: int) -> Image.Image:
 
 def load_pixels(image: Any, size: int) -> torch.Tensor:
     """A [3, size, size] float tensor in [-1, 1]; paths go through the same safe decoder as indexing."""
-    img = image.convert("RGB") if isinstance(image, Image.Image) else open_rgb(image)
+    img = image.convert("RGB") if isinstance(image, Image.Image) else open_rgb(image, resize_to=size)
     arr = np.asarray(resize_center_crop(img, size), dtype=np.float32) / 127.5 - 1.0
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
