@@ -284,7 +284,8 @@ def analyse(model: str, n: int, steps: int, levels: tuple[float, ...], device: s
     from training.world import iter_split
 
     t0 = time.time()
-    scorer = load_scorer(model, EngineConfig(steps=steps, levels=levels, seed=seed, device=device))
+    # score="attention": the cross-attention logits are what this studies, so they must be computed
+    scorer = load_scorer(model, EngineConfig(steps=steps, levels=levels, seed=seed, device=device, score="attention"))
     recorder = AttentionRecorder()
     recorder.attach(scorer)
     layer_names = list(scorer.layer_names)
