@@ -8,8 +8,10 @@ What makes the reference slow, reproduced on purpose (and nothing else, so its s
   the whole forward (4096×4096 per head for self-attention at 64×64 latents);
 - the classifier-free duplicate: the U-Net runs on [unconditional, conditional] although only
   the conditional half feeds the score.
-The score itself is the paper's (Eq. 4, per pair, no averaging across the batch), computed from
-the stored cross-attention logits after the forward, so it must equal the engine's.
+The scores themselves are the engine's families (discff_cli/engine/scores.py), per pair, no
+averaging across the batch: the attention term from the stored cross-attention logits after the
+forward, the denoising errors from the two halves of the classifier-free output (the unconditional
+half is the empty prompt, as in the authors' pipeline), so they must equal the engine's.
 """
 
 from __future__ import annotations
@@ -103,24 +105,31 @@ class NaiveReference:
         return self.parts.vae.encode(pixels).latent_dist.mean * self.parts.vae.config.scaling_factor
 
     def score_pair(self, image: Any, text: str) -> float:
+        from discff_cli.engine.scores import Readings
+
         scorer, unet = self.scorer, self.parts.unet
         context = self._text(text)                           # [uncond, cond]
         alphas = self.parts.scheduler.alphas_cumprod
-        total = 0.0
+        attention, error, empty = [], [], []
         for cond in scorer.conditions:
             z = self._latent(image).float().cpu()[0]         # VAE again, at every (t, s)
             a, b = alphas[cond.timestep].float().sqrt(), (1 - alphas[cond.timestep].float()).sqrt()
-            noisy = (a * z + b * (scorer.noise_for(cond.timestep) * cond.level))[None]
+            eps = scorer.noise_for(cond.timestep) * cond.level
+            noisy = (a * z + b * eps)[None]
             sample = torch.cat([noisy, noisy]).to(scorer.device, scorer.dtype)
             t = torch.tensor([cond.timestep] * 2, device=scorer.device)
             self.store.reset()
-            unet(sample, t, encoder_hidden_states=context)
+            out = unet(sample, t, encoder_hidden_states=context).sample.float().cpu()
             self.unet_passes += 2
             per_layer = [lse_score(self.store.logits[name][1], scorer.config.lse_lambda).mean()
                          for name in scorer.selected]              # conditional half only
-            total += float(torch.stack(per_layer).mean())
+            attention.append(float(torch.stack(per_layer).mean()))
+            empty.append(float(((out[0] - eps) ** 2).sum()))
+            error.append(float(((out[1] - eps) ** 2).sum()))
         self.store.reset()
-        return total / len(scorer.conditions)
+        readings = Readings(error=torch.tensor([error]), attention=torch.tensor([attention]),
+                            empty_error=torch.tensor([empty]), elements=int(np.prod(scorer.latent_shape)))
+        return float(readings.score(scorer.config.score).mean())
 
     def score_pairs(self, images: Sequence[Any], texts: Sequence[str]) -> np.ndarray:
         saved = self._install()

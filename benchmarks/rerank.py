@@ -40,6 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep-model", default=None, help="build sd21-random here (reused if it exists)")
     p.add_argument("--candidates", type=int, default=20)
     p.add_argument("--naive-candidates", type=int, default=None, help="time naive on the first K only (scaled)")
+    p.add_argument("--score", default="denoise", choices=["attention", "denoise", "discffusion"])
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--levels", default="0.2,0.4,0.6,0.8")
     p.add_argument("--seed", type=int, default=0)
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
     parts = load_sd(model, device=str(device), dtype=dtype)
     levels = tuple(float(s) for s in args.levels.split(","))
     config = EngineConfig(steps=args.steps, levels=levels, seed=args.seed, device=str(device),
-                          batch_size=args.batch_size)
+                          batch_size=args.batch_size, score=args.score)
     images, query = candidates(args.candidates)
     n_naive = min(args.naive_candidates or args.candidates, args.candidates)
 
@@ -142,10 +143,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     engine = Scorer(parts, config, device)
     engine_scores, engine_s = timed(lambda: engine.score_images(images, query), device)
-    _, warm_s = timed(lambda: engine.score_images(images, query), device)  # latents+text cached: U-Net time
+    cold_passes = engine.unet_passes  # pairs x conditions, plus the empty prompt per image (denoise, discffusion)
+    _, warm_s = timed(lambda: engine.score_images(images, query), device)  # latents, text, e(x, ∅) cached
     n_items = len(engine.conditions) * args.candidates
     info = {
-        "model": args.model, "device": str(device), "dtype": str(dtype).replace("torch.", ""),
+        "model": args.model, "score": args.score, "unet_passes_cold": cold_passes,
+        "unet_passes_warm": engine.unet_passes - cold_passes, "device": str(device), "dtype": str(dtype).replace("torch.", ""),
         "latent": list(engine.latent_shape), "candidates": args.candidates, "conditions": len(engine.conditions),
         "engine_batch": engine.config.batch_size or "auto", "engine_s": engine_s,
         "engine_items_per_s": n_items / engine_s, "engine_warm_s": warm_s, "engine_warm_items_per_s": n_items / warm_s,
@@ -154,8 +157,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"model {args.model} ({model}) on {device}, {info['dtype']}, latent {tuple(engine.latent_shape)}, "
           f"{args.candidates} candidates x {len(engine.conditions)} (timestep, level) = {n_items} pair-conditions")
     print(f"query: {query!r}")
-    print(f"engine: {engine_s:8.2f} s  {n_items / engine_s:9.1f} U-Net passes/s  (cold caches; "
-          f"{engine.unet_passes // 2} U-Net items)")
+    print(f"engine ({args.score}): {engine_s:8.2f} s  {cold_passes / engine_s:9.1f} U-Net passes/s  (cold caches; "
+          f"{cold_passes} U-Net passes, {engine.empty_passes} of them under the empty prompt)")
     print(f"engine, latents+text cached: {warm_s:8.2f} s  {n_items / warm_s:9.1f} U-Net passes/s")
 
     flops = unet_flops_per_item(engine)
