@@ -35,6 +35,17 @@ def test_json_lists_every_caption_once_ranked_best_first(tiny_sd_dir, sample_ima
     assert sorted(texts) == sorted(["a red circle", "a blue square", "a green triangle left of a red circle"])
     scores = [r["score"] for r in doc["results"]]
     assert scores == sorted(scores, reverse=True) and [r["rank"] for r in doc["results"]] == [1, 2, 3]
+    assert doc["score"] == "denoise" and doc["engine"]["score"] == "denoise" and doc["deltas"] is None
+
+
+def test_every_score_family_ranks_the_captions_and_json_says_which(tiny_sd_dir, sample_image, captions):
+    ranked = {}
+    for family in ("attention", "denoise", "discffusion"):
+        doc = json.loads(run("score", sample_image, captions, "--model", tiny_sd_dir, "--json", "--score", family,
+                             *FAST).stdout)
+        assert doc["score"] == family
+        ranked[family] = [r["score"] for r in doc["results"]]
+    assert len({tuple(v) for v in ranked.values()}) == 3  # three different readings of the same passes
 
 
 def test_table_names_the_captions(tiny_sd_dir, sample_image, captions):

@@ -51,7 +51,10 @@ def score(image: str, captions_txt: str, model: str, deltas: str | None, as_json
     ranked = sorted(zip(captions, scores.tolist()), key=lambda pair: -pair[1])
     results = [{"rank": i + 1, "text": text, "score": value} for i, (text, value) in enumerate(ranked)]
     if as_json:
-        print_json({"image": image, "model": model, "results": results})
+        print_json({"image": image, "model": model, "model_fingerprint": scorer.parts.fingerprint, "deltas": deltas,
+                    "score": config.score, "engine": config.to_dict(), "unet_passes": scorer.unet_passes,
+                    "results": results})
     else:
         rows = [(r["rank"], f"{r['score']:.5f}", r["text"]) for r in results]
-        print_table(f"{image} — Discffusion ({model})", ["rank", "score", "caption"], rows, ["right", "right", "left"])
+        print_table(f"{image} — {config.score} score of {model}", ["rank", "score", "caption"], rows,
+                    ["right", "right", "left"])
