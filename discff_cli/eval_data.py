@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from discff_cli.errors import DiscffError
 from discff_cli.inputs import line_error, read_jsonl
@@ -131,3 +131,17 @@ def load_items(path: str | Path, check_images: bool = True) -> list[Item]:
     if not items:
         raise DiscffError(f"Eval file '{path}' has no items (one JSON object per line expected).")
     return items
+
+
+def first_per_tag(items: Sequence, n: int | None) -> list:
+    """The first n items of each tag, in file order: `--max-per-tag`'s quick, reproducible slice
+    (anything with a `.tag`: eval items, or benchmark rows before their images are prepared)."""
+    if n is None:
+        return list(items)
+    seen: dict[str, int] = {}
+    kept = []
+    for item in items:
+        seen[item.tag] = seen.get(item.tag, 0) + 1
+        if seen[item.tag] <= n:
+            kept.append(item)
+    return kept

@@ -19,7 +19,7 @@ import colorsys
 import random
 from collections import deque
 from dataclasses import dataclass, replace
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -205,27 +205,25 @@ def captions(scene: Scene) -> list[str]:
     "B inverse(R) A" in each phrasing. Captions of two scenes with the same structure align
     index by index, which is what hard_negatives relies on.
     """
-    if len(scene.objects) == 1:
-        o = scene.objects[0]
-        return [t.format(c=o.colour, s=o.shape) for t in SINGLE_TEMPLATES]
-    a, b = scene.objects
-    rel = scene.relation
-    out = [f"{_desc(a)} {p} {_desc(b)}" for p in PHRASES[rel]]
-    out += [f"{_desc(b)} {p} {_desc(a)}" for p in PHRASES[INVERSE[rel]]]
-    return out
+    return _phrased(scene, SINGLE_TEMPLATES, PHRASES)
 
 
 def extra_captions(scene: Scene) -> list[str]:
     """True phrasings beyond captions(scene), for training a model on more ways of saying the
     same scene (EXTRA_PHRASES, EXTRA_SINGLE_TEMPLATES). Kept apart so the test split, the eval
     files and the hard negatives stay exactly what they were."""
+    return _phrased(scene, EXTRA_SINGLE_TEMPLATES, EXTRA_PHRASES)
+
+
+def _phrased(scene: Scene, single_templates: Sequence[str], phrases: dict[str, Sequence[str]]) -> list[str]:
+    """Every phrasing of `scene`: A R B with each phrase of R, then B inverse(R) A."""
     if len(scene.objects) == 1:
         o = scene.objects[0]
-        return [t.format(c=o.colour, s=o.shape) for t in EXTRA_SINGLE_TEMPLATES]
+        return [t.format(c=o.colour, s=o.shape) for t in single_templates]
     a, b = scene.objects
     rel = scene.relation
-    out = [f"{_desc(a)} {p} {_desc(b)}" for p in EXTRA_PHRASES[rel]]
-    out += [f"{_desc(b)} {p} {_desc(a)}" for p in EXTRA_PHRASES[INVERSE[rel]]]
+    out = [f"{_desc(a)} {p} {_desc(b)}" for p in phrases[rel]]
+    out += [f"{_desc(b)} {p} {_desc(a)}" for p in phrases[INVERSE[rel]]]
     return out
 
 

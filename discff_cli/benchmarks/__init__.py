@@ -16,7 +16,8 @@ import click
 
 from discff_cli.benchmarks import aro, sugarcrepe, winoground
 from discff_cli.benchmarks.build import build_items, write_eval_jsonl
-from discff_cli.benchmarks.common import cache_for, first_per_tag
+from discff_cli.benchmarks.common import cache_for
+from discff_cli.eval_data import first_per_tag
 from discff_cli.errors import DiscffError
 from discff_cli.eval_data import Item
 

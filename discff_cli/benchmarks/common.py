@@ -194,19 +194,6 @@ class Draft:
     source: dict = field(default_factory=dict)  # the row's own address and id, kept in --write-jsonl
 
 
-def first_per_tag(drafts: Sequence[Draft], n: int | None) -> list[Draft]:
-    """The first n drafts of each tag in file order (the same slice `--max-per-tag` takes of a JSONL)."""
-    if n is None:
-        return list(drafts)
-    seen: dict[str, int] = {}
-    kept = []
-    for draft in drafts:
-        seen[draft.tag] = seen.get(draft.tag, 0) + 1
-        if seen[draft.tag] <= n:
-            kept.append(draft)
-    return kept
-
-
 def missing_report(failed: dict[str, str], dropped: int, where: str) -> str:
     """One line: how many images could not be used, the first few names and what was skipped."""
     names = list(failed)

@@ -12,6 +12,7 @@ from discff_cli.benchmarks import benchmark_options, check_benchmark_options, lo
 from discff_cli.clip_resolve import DEFAULT_CLIP, load_clip_cli
 from discff_cli.engine.config import DEFAULT_MODEL
 from discff_cli.errors import DiscffError
+from discff_cli.eval_data import first_per_tag
 from discff_cli.options import deltas_option, engine_options, json_option, pop_engine_config
 from discff_cli.render import print_json, print_table
 
@@ -23,19 +24,6 @@ def system_label(system: str) -> str:
     if system == "clip":
         return "CLIP"
     return system[:-len(TUNED)] + " tuned" if system.endswith(TUNED) else system
-
-
-def limit_per_tag(items: list, n: int | None) -> list:
-    """The first n items of each tag, in file order (a quick, reproducible slice)."""
-    if n is None:
-        return items
-    seen: dict[str, int] = {}
-    kept = []
-    for item in items:
-        seen[item.tag] = seen.get(item.tag, 0) + 1
-        if seen[item.tag] <= n:
-            kept.append(item)
-    return kept
 
 
 def run_clip(spec: str, device: str, table, items, progress: bool) -> tuple[list, dict]:
@@ -183,7 +171,7 @@ def eval_(file: str, clip_spec: str, no_clip: bool, no_diffusion: bool, max_per_
         model = model_for_deltas(model, deltas, given=model is not None)
     model = model or ("demo" if clip_spec == "demo" else DEFAULT_MODEL)
     check_benchmark_options(file, benchmark, benchmark_images, write_jsonl)
-    items = limit_per_tag(load_benchmark(benchmark, file, benchmark_images, max_per_tag, write_jsonl, not as_json)
+    items = first_per_tag(load_benchmark(benchmark, file, benchmark_images, max_per_tag, write_jsonl, not as_json)
                           if benchmark else load_items(file), max_per_tag)
     table = ev.PairTable.of(items)
     progress = not as_json
