@@ -1,0 +1,136 @@
+"""`index build --ray`: decode and embed the files the scan chose on Ray Data, not in this process.
+
+Why Ray and not a home-made scheduler: Ray Data runs the same code on a laptop (a local Ray
+instance) and on a cluster, loads CLIP once per actor (`map_batches` over a callable class,
+one GPU per actor when the cluster has GPUs) and streams finished blocks back. The builder stays
+the only writer: every block that comes back is recorded, chunked into `pending/` (so an
+interrupted build resumes without embedding it again) and published exactly as a local build's
+batches, so the index is the same whichever way it was embedded.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from index.errors import IndexError_
+
+INSTALL_HINT = "--ray needs Ray Data: install it with pip install -e '.[ray]' (or pip install 'ray[data]')."
+
+
+def ray_available() -> bool:
+    """Whether Ray Data can be imported (checked before any model loads)."""
+    import importlib.util
+
+    return importlib.util.find_spec("ray") is not None
+
+
+class EmbedActor:
+    """One Ray actor: CLIP loaded once in __init__, then a batch of files -> meta columns + embeddings."""
+
+    def __init__(self, clip_source: str, device: str, root: str, max_pixels: int) -> None:
+        import torch
+
+        from index.clip_model import load_clip
+
+        if device == "cpu":  # one core per actor (num_cpus=1): torch's threads would fight the other actors
+            torch.set_num_threads(1)
+        self.clip = load_clip(clip_source, device=device)
+        self.root, self.max_pixels = Path(root), max_pixels
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from index.dataset import DecodeDataset, collate
+
+        rels = [str(r) for r in batch["rel"]]
+        hashes = [str(h) or None for h in batch["hash"]]
+        dataset = DecodeDataset(self.root, rels, self.clip.preprocess, self.max_pixels, hashes)
+        pixels, meta = collate([dataset[j] for j in range(len(rels))])
+        tick = time.perf_counter()
+        good = self.clip.embed_pixels(pixels) if pixels is not None else np.zeros((0, self.clip.dim), np.float32)
+        seconds = time.perf_counter() - tick
+        ok = np.array([m["ok"] for m in meta], bool)
+        emb = np.zeros((len(rels), self.clip.dim), np.float32)
+        emb[ok] = good
+        return {"i": batch["i"], "ok": ok, "emb": emb,
+                "hash": np.array([m["hash"] or "" for m in meta], object),
+                "width": np.array([-1 if m["width"] is None else m["width"] for m in meta], np.int64),
+                "height": np.array([-1 if m["height"] is None else m["height"] for m in meta], np.int64),
+                "error": np.array([m["error"] or "" for m in meta], object),
+                "decode_s": np.array([m["seconds"] for m in meta], np.float64),
+                "embed_s": np.full(len(rels), seconds / len(rels), np.float64)}
+
+
+class RayEmbedder:
+    """The builder's `embedder` hook (BuildOptions.embedder) backed by Ray Data.
+
+    `address`: "local" starts a Ray instance on this machine (and stops it afterwards), "auto"
+    joins the cluster in RAY_ADDRESS, anything else is a cluster address (ray://host:10001 or
+    host:6379). `workers` is the number of embedding actors (default: one per GPU, else per CPU).
+    """
+
+    def __init__(self, address: str, workers: int | None, clip_source: str, device: str = "auto",
+                 init_options: dict[str, Any] | None = None) -> None:
+        self.address, self.workers, self.clip_source, self.device = address, workers, clip_source, device
+        self.init_options = init_options or {}
+
+    def __call__(self, opts, todo: list, hashes: dict) -> Iterator[tuple[np.ndarray, list[dict], float]]:
+        import ray
+
+        started = self._connect(ray)
+        try:
+            yield from self._run(ray, opts, todo, hashes)
+        finally:
+            if started:
+                ray.shutdown()
+
+    def _connect(self, ray) -> bool:
+        """Start or join Ray; True when this call started it (so it also stops it)."""
+        if ray.is_initialized():
+            return False
+        options = {"include_dashboard": False, "log_to_driver": False, **self.init_options}
+        try:
+            if self.address == "local":
+                options.setdefault("num_cpus", self.workers or os.cpu_count() or 1)
+                ray.init(**options)
+            else:
+                ray.init(address=None if self.address == "auto" else self.address, **options)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            where = os.environ.get("RAY_ADDRESS", "RAY_ADDRESS (unset)") if self.address == "auto" else self.address
+            raise IndexError_(f"Could not start or join Ray at '{where}' ({str(exc).splitlines()[0][:160]}); "
+                              "check the address, or use --ray local.") from None
+        return True
+
+    def _run(self, ray, opts, todo: list, hashes: dict) -> Iterator[tuple[np.ndarray, list[dict], float]]:
+        from ray.data import ActorPoolStrategy, DataContext
+
+        DataContext.get_current().enable_progress_bars = False  # the build's own bar counts images
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        actors = self.workers or (gpus or max(1, cpus))
+        device = self.device if self.device != "auto" else ("cuda" if gpus else "cpu")
+        rows = [{"i": i, "rel": e.rel, "hash": hashes.get(e.rel) or ""} for i, e in enumerate(todo)]
+        blocks = max(1, min(len(rows), -(-len(rows) // opts.batch_size)))
+        ds = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
+            EmbedActor, batch_size=opts.batch_size, batch_format="numpy",
+            compute=ActorPoolStrategy(size=actors), num_gpus=1 if gpus and device.startswith("cuda") else 0,
+            num_cpus=0 if gpus else 1,
+            fn_constructor_kwargs={"clip_source": self.clip_source, "device": device, "root": str(opts.root),
+                                   "max_pixels": opts.max_pixels})
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            yield _unpack(batch)
+
+
+def _unpack(batch: dict[str, np.ndarray]) -> tuple[np.ndarray, list[dict], float]:
+    """A finished Ray batch as the builder's (embeddings of the good files, meta per file, embed seconds)."""
+    ok = np.asarray(batch["ok"], bool)
+    meta = [{"i": int(batch["i"][j]), "ok": bool(ok[j]), "hash": str(batch["hash"][j]) or None,
+             "width": None if batch["width"][j] < 0 else int(batch["width"][j]),
+             "height": None if batch["height"][j] < 0 else int(batch["height"][j]),
+             "error": str(batch["error"][j]) or None, "seconds": float(batch["decode_s"][j])}
+            for j in range(len(ok))]
+    emb = np.asarray(batch["emb"], np.float32)[ok]
+    return emb, meta, float(np.sum(batch["embed_s"]))
