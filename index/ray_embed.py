@@ -24,9 +24,11 @@ INSTALL_HINT = "--ray needs Ray Data: install it with pip install -e '.[ray]' (o
 
 def ray_available() -> bool:
     """Whether Ray Data can be imported (checked before any model loads)."""
-    import importlib.util
-
-    return importlib.util.find_spec("ray") is not None
+    try:
+        import ray.data  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 class EmbedActor:
