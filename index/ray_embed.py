@@ -116,6 +116,7 @@ class RayEmbedder:
         device = self.device if self.device != "auto" else ("cuda" if gpus else "cpu")
         rows = [{"i": i, "rel": e.rel, "hash": hashes.get(e.rel) or ""} for i, e in enumerate(todo)]
         blocks = max(1, min(len(rows), -(-len(rows) // opts.batch_size)))
+        actors = min(actors, blocks)  # an actor with no block to embed would only load CLIP
         ds = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
             EmbedActor, batch_size=opts.batch_size, batch_format="numpy",
             compute=ActorPoolStrategy(size=actors), num_gpus=1 if gpus and device.startswith("cuda") else 0,

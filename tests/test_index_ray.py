@@ -39,14 +39,26 @@ def _search(index_dir, query: str) -> list[tuple[str, float]]:
     return [(r["path"], r["clip_score"]) for r in json.loads(result.stdout)["results"]]
 
 
-def test_ray_build_matches_the_local_build_and_updates_incrementally(tmp_path, tiny_clip_dir, ray_instance):
+def test_ray_build_resumes_matches_the_local_build_and_updates_incrementally(tmp_path, tiny_clip_dir, ray_instance):
     folder = _folder(tmp_path)
     args = ("--batch-size", "4")
+    ray_args = (*args, "--ray", "local", "--workers", "2")
     local, local_sum = build(folder, tmp_path / "local", tiny_clip_dir, *args)
-    remote, ray_sum = build(folder, tmp_path / "ray", tiny_clip_dir, *args, "--ray", "local", "--workers", "2")
-    assert local.exit_code == 0 and remote.exit_code == 0, remote.output
+    assert local.exit_code == 0, local.output
+
+    # killed after two finished blocks: nothing published, their chunks kept
+    killed, _ = build(folder, tmp_path / "ray", tiny_clip_dir, *ray_args, env={"DISCFF_INDEX_FAIL_AFTER_BATCHES": "2"})
+    assert killed.exit_code != 0 and not (tmp_path / "ray" / "manifest.json").exists()
+    chunks = list((tmp_path / "ray" / "pending").glob("chunk-*.npz"))
+    done = sum(len(json.loads(bytes(np.load(c)["meta"]).decode())) for c in chunks)  # files in finished blocks
+    assert len(chunks) == 2 and done == 8
+
+    remote, ray_sum = build(folder, tmp_path / "ray", tiny_clip_dir, *ray_args)
+    assert remote.exit_code == 0, remote.output
+    assert ray_sum["resumed"] == done  # the finished blocks were not embedded again
     assert (ray_sum["indexed"], ray_sum["skipped"]) == (local_sum["indexed"], local_sum["skipped"]) == (14, 2)
     assert ray_sum["skipped_files"] == local_sum["skipped_files"]  # same files, same reasons
+    assert not (tmp_path / "ray" / "pending").exists()
 
     m1, items1, emb1 = read_index(tmp_path / "local")
     m2, items2, emb2 = read_index(tmp_path / "ray")
@@ -58,23 +70,9 @@ def test_ray_build_matches_the_local_build_and_updates_incrementally(tmp_path, t
         assert _search(tmp_path / "ray", query) == _search(tmp_path / "local", query)
 
     write_images(folder / "new", 1, seed=77)
-    again, summary = build(folder, tmp_path / "ray", tiny_clip_dir, *args, "--ray", "local", "--workers", "2")
+    again, summary = build(folder, tmp_path / "ray", tiny_clip_dir, *ray_args)
     assert again.exit_code == 0, again.output
     assert (summary["indexed"], summary["unchanged"], summary["files"]) == (1, 14, 17)
-
-
-def test_interrupted_ray_build_resumes_without_embedding_finished_blocks(tmp_path, tiny_clip_dir, ray_instance):
-    folder = _folder(tmp_path)
-    args = ("--batch-size", "4", "--ray", "local", "--workers", "2")
-    killed, _ = build(folder, tmp_path / "idx", tiny_clip_dir, *args, env={"DISCFF_INDEX_FAIL_AFTER_BATCHES": "2"})
-    assert killed.exit_code != 0 and not (tmp_path / "idx" / "manifest.json").exists()
-    chunks = list((tmp_path / "idx" / "pending").glob("chunk-*.npz"))
-    assert len(chunks) == 2
-    done = sum(len(json.loads(bytes(np.load(c)["meta"]).decode())) for c in chunks)  # files in finished blocks
-
-    _, resumed = build(folder, tmp_path / "idx", tiny_clip_dir, *args)
-    assert resumed["resumed"] == done == 8 and resumed["indexed"] == 14 and resumed["skipped"] == 2
-    assert not (tmp_path / "idx" / "pending").exists()
 
 
 def test_without_ray_the_option_says_what_to_install(tmp_path, tiny_clip_dir, monkeypatch):
