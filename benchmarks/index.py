@@ -158,7 +158,7 @@ def bench_ray(args: argparse.Namespace, clip, folder: Path, work: Path) -> dict[
     if not hasattr(clip, "source"):
         raise SystemExit("--ray times a CLIP the actors can load: use --arch tiny (random-weight architectures "
                          "exist only in this process).")
-    embedder = RayEmbedder("local", args.workers, clip.source, args.device,
+    embedder = RayEmbedder("local", args.workers, clip.source, clip.preprocess, args.device,
                            {"num_cpus": os.cpu_count() or 1})
     opts = BuildOptions(root=folder, index_dir=work / "idx-ray", clip_spec=args.arch, batch_size=args.batch_size,
                         workers=args.workers, embedder=embedder)

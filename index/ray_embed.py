@@ -31,39 +31,52 @@ def ray_available() -> bool:
     return True
 
 
-class EmbedActor:
-    """One Ray actor: CLIP loaded once in __init__, then a batch of files -> meta columns + embeddings."""
+def decode_batch(batch: dict[str, np.ndarray], root: str, preprocess, max_pixels: int) -> dict[str, np.ndarray]:
+    """Ray task (one CPU): decode and preprocess a batch of files exactly as a local build's DataLoader
+    workers do (index/dataset.py); a bad file becomes its error, with zero pixels and ok=False."""
+    from index.dataset import DecodeDataset
 
-    def __init__(self, clip_source: str, device: str, root: str, max_pixels: int) -> None:
+    rels = [str(r) for r in batch["rel"]]
+    dataset = DecodeDataset(Path(root), rels, preprocess, max_pixels, [str(h) or None for h in batch["hash"]])
+    items = [dataset[j] for j in range(len(rels))]
+    shape = next((tuple(it["pixels"].shape) for it in items if it["pixels"] is not None), (0,))
+    pixels = np.zeros((len(items), *shape), np.float32)
+    for j, it in enumerate(items):
+        if it["pixels"] is not None:
+            pixels[j] = it["pixels"].numpy()
+    return {"i": batch["i"], "ok": np.array([it["pixels"] is not None for it in items], bool), "pixels": pixels,
+            "hash": np.array([it["hash"] or "" for it in items], object),
+            "width": np.array([-1 if it["width"] is None else it["width"] for it in items], np.int64),
+            "height": np.array([-1 if it["height"] is None else it["height"] for it in items], np.int64),
+            "error": np.array([it["error"] or "" for it in items], object),
+            "decode_s": np.array([it["seconds"] for it in items], np.float64)}
+
+
+class EmbedActor:
+    """One Ray actor (one GPU when there are any): CLIP loaded once in __init__, then decoded batches
+    -> embeddings. Decoding runs in separate CPU tasks, so it scales with the cluster's cores, not
+    with its GPUs (decode, not the GPU, bounds a one-host build: README Performance)."""
+
+    def __init__(self, clip_source: str, device: str) -> None:
         import torch
 
         from index.clip_model import load_clip
 
-        if device == "cpu":  # one core per actor (num_cpus=1): torch's threads would fight the other actors
+        if device == "cpu":  # one thread per actor: torch's spinning threads would fight the decode tasks
             torch.set_num_threads(1)
         self.clip = load_clip(clip_source, device=device)
-        self.root, self.max_pixels = Path(root), max_pixels
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from index.dataset import DecodeDataset, collate
+        import torch
 
-        rels = [str(r) for r in batch["rel"]]
-        hashes = [str(h) or None for h in batch["hash"]]
-        dataset = DecodeDataset(self.root, rels, self.clip.preprocess, self.max_pixels, hashes)
-        pixels, meta = collate([dataset[j] for j in range(len(rels))])
+        ok = np.asarray(batch["ok"], bool)
         tick = time.perf_counter()
-        good = self.clip.embed_pixels(pixels) if pixels is not None else np.zeros((0, self.clip.dim), np.float32)
+        emb = np.zeros((len(ok), self.clip.dim), np.float32)
+        if ok.any():
+            emb[ok] = self.clip.embed_pixels(torch.from_numpy(np.ascontiguousarray(batch["pixels"][ok])))
         seconds = time.perf_counter() - tick
-        ok = np.array([m["ok"] for m in meta], bool)
-        emb = np.zeros((len(rels), self.clip.dim), np.float32)
-        emb[ok] = good
-        return {"i": batch["i"], "ok": ok, "emb": emb,
-                "hash": np.array([m["hash"] or "" for m in meta], object),
-                "width": np.array([-1 if m["width"] is None else m["width"] for m in meta], np.int64),
-                "height": np.array([-1 if m["height"] is None else m["height"] for m in meta], np.int64),
-                "error": np.array([m["error"] or "" for m in meta], object),
-                "decode_s": np.array([m["seconds"] for m in meta], np.float64),
-                "embed_s": np.full(len(rels), seconds / len(rels), np.float64)}
+        out = {k: v for k, v in batch.items() if k != "pixels"}
+        return {**out, "emb": emb, "embed_s": np.full(len(ok), seconds / max(1, len(ok)), np.float64)}
 
 
 class RayEmbedder:
@@ -71,12 +84,14 @@ class RayEmbedder:
 
     `address`: "local" starts a Ray instance on this machine (and stops it afterwards), "auto"
     joins the cluster in RAY_ADDRESS, anything else is a cluster address (ray://host:10001 or
-    host:6379). `workers` is the number of embedding actors (default: one per GPU, else per CPU).
+    host:6379). `workers` is the number of embedding actors (default: one per GPU, else per CPU);
+    decoding runs in one-CPU Ray tasks beside them.
     """
 
-    def __init__(self, address: str, workers: int | None, clip_source: str, device: str = "auto",
+    def __init__(self, address: str, workers: int | None, clip_source: str, preprocess, device: str = "auto",
                  init_options: dict[str, Any] | None = None) -> None:
         self.address, self.workers, self.clip_source, self.device = address, workers, clip_source, device
+        self.preprocess = preprocess  # the driver's CLIP preprocess, shipped to the decode tasks (no weights)
         self.init_options = init_options or {}
 
     def __call__(self, opts, todo: list, hashes: dict) -> Iterator[tuple[np.ndarray, list[dict], float]]:
@@ -118,11 +133,13 @@ class RayEmbedder:
         blocks = max(1, min(len(rows), -(-len(rows) // opts.batch_size)))
         actors = min(actors, blocks)  # an actor with no block to embed would only load CLIP
         ds = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
-            EmbedActor, batch_size=opts.batch_size, batch_format="numpy",
-            compute=ActorPoolStrategy(size=actors), num_gpus=1 if gpus and device.startswith("cuda") else 0,
-            num_cpus=0 if gpus else 1,
-            fn_constructor_kwargs={"clip_source": self.clip_source, "device": device, "root": str(opts.root),
-                                   "max_pixels": opts.max_pixels})
+            decode_batch, batch_size=opts.batch_size, batch_format="numpy", num_cpus=1,
+            fn_kwargs={"root": str(opts.root), "preprocess": self.preprocess,
+                       "max_pixels": opts.max_pixels})
+        ds = ds.map_batches(
+            EmbedActor, batch_size=opts.batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=actors),
+            num_gpus=1 if gpus and device.startswith("cuda") else 0, num_cpus=0,  # the CPUs go to decoding
+            fn_constructor_kwargs={"clip_source": self.clip_source, "device": device})
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             yield _unpack(batch)
 

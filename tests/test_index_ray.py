@@ -10,6 +10,10 @@ import pytest
 
 from conftest_index import build, read_index, run_cli, tiny_clip_dir, write_images  # noqa: F401
 
+# hypothesis' pytest plugin imports hypothesis at session end through pytest's assertion rewriter; after
+# Ray has run, CPython 3.11.7's AST validator fails that parse ("AST constructor recursion depth mismatch"),
+# so it is imported here, before Ray, as the full suite already does (test_hostile_options).
+pytest.importorskip("hypothesis")
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install -e '.[ray]'); --ray cannot be tested")
 
 

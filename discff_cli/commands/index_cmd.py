@@ -93,7 +93,7 @@ def build(directory: str, index_dir: str, clip: str | None, model: str | None, d
                             model=model, batch_size=batch_size, workers=workers, max_memory=max_memory,
                             max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
                             index_type=None if index_type == "auto" else index_type, rebuild=rebuild,
-                            fail_after_batches=_fail_hook(), embedder=_ray_embedder(ray_address, workers, clip, device))
+                            fail_after_batches=_fail_hook(), embedder=_ray_embedder(ray_address, workers, clip, clip_model, device))
         with _Progress(console, quiet=as_json) as events:
             try:
                 summary = build_index(opts, clip_model, events)
@@ -105,14 +105,14 @@ def build(directory: str, index_dir: str, clip: str | None, model: str | None, d
         _store_latents(index_dir, device, console, quiet=as_json)
 
 
-def _ray_embedder(address: str | None, workers: int | None, clip: str, device: str):
+def _ray_embedder(address: str | None, workers: int | None, clip: str, clip_model, device: str):
     """The builder's Ray embedding hook for --ray (None: embed in this process)."""
     if address is None:
         return None
     from discff_cli.clip_resolve import resolve_clip
     from index.ray_embed import RayEmbedder
 
-    return RayEmbedder(address, workers, str(resolve_clip(clip)), device)
+    return RayEmbedder(address, workers, str(resolve_clip(clip)), clip_model.preprocess, device)
 
 
 def _store_latents(index_dir: str, device: str, console, quiet: bool) -> None:
