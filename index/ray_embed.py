@@ -84,8 +84,8 @@ class RayEmbedder:
 
     `address`: "local" starts a Ray instance on this machine (and stops it afterwards), "auto"
     joins the cluster in RAY_ADDRESS, anything else is a cluster address (ray://host:10001 or
-    host:6379). `workers` is the number of embedding actors (default: one per GPU, else per CPU);
-    decoding runs in one-CPU Ray tasks beside them.
+    host:6379). `workers` is the number of embedding actors (default: one per GPU, else one per
+    two CPUs); decoding runs in one-CPU Ray tasks beside them.
     """
 
     def __init__(self, address: str, workers: int | None, clip_source: str, preprocess, device: str = "auto",
@@ -111,7 +111,7 @@ class RayEmbedder:
         options = {"include_dashboard": False, "log_to_driver": False, **self.init_options}
         try:
             if self.address == "local":
-                options.setdefault("num_cpus", self.workers or os.cpu_count() or 1)
+                options.setdefault("num_cpus", os.cpu_count() or 1)  # every core decodes
                 ray.init(**options)
             else:
                 ray.init(address=None if self.address == "auto" else self.address, **options)
@@ -127,7 +127,7 @@ class RayEmbedder:
         DataContext.get_current().enable_progress_bars = False  # the build's own bar counts images
         gpus = int(ray.cluster_resources().get("GPU", 0))
         cpus = int(ray.cluster_resources().get("CPU", 1))
-        actors = self.workers or (gpus or max(1, cpus))
+        actors = self.workers or gpus or max(1, cpus // 2)  # on CPUs, half the cores embed, half decode
         device = self.device if self.device != "auto" else ("cuda" if gpus else "cpu")
         rows = [{"i": i, "rel": e.rel, "hash": hashes.get(e.rel) or ""} for i, e in enumerate(todo)]
         blocks = max(1, min(len(rows), -(-len(rows) // opts.batch_size)))

@@ -62,7 +62,7 @@ def _memory(ctx: click.Context, param: click.Parameter, value: str) -> int:
               metavar="[local|auto|ADDRESS]",
               help="Decode and embed on Ray Data: 'local' (the default value) starts Ray on this machine, 'auto' "
                    "joins the cluster in RAY_ADDRESS, or a cluster address; --workers is then the number of "
-                   "embedding actors (default: one per GPU, else per CPU). Needs the ray extra.")
+                   "embedding actors (default: one per GPU, else one per two CPUs). Needs the ray extra.")
 @json_option
 def build(directory: str, index_dir: str, clip: str | None, model: str | None, device: str, batch_size: int,
           workers: int | None, max_memory: int, index_type: str, max_pixels: int | None, rebuild: bool,
