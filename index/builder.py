@@ -437,6 +437,14 @@ def _share_cores(device: str, workers: int) -> Iterator[None]:
 
 def _embed_batches(opts: BuildOptions, todo: list[FileEntry], batches: Iterator, pending: _Pending, final: dict,
                    summary: BuildSummary, events: BuildEvents) -> float:
+    try:
+        return _record_batches(opts, todo, batches, pending, final, summary, events)
+    finally:  # stop decode workers (or Ray) now, also on error: their inherited fds would hold the lock
+        getattr(batches, "close", lambda: None)()
+
+
+def _record_batches(opts: BuildOptions, todo: list[FileEntry], batches: Iterator, pending: _Pending, final: dict,
+                    summary: BuildSummary, events: BuildEvents) -> float:
     embed_seconds = 0.0
     for batch_no, (emb, meta, seconds) in enumerate(batches):
         if opts.fail_after_batches is not None and batch_no >= opts.fail_after_batches:
