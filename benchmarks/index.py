@@ -3,11 +3,15 @@
     python benchmarks/index.py                                   # tiny random CLIP on CPU, 10k and 100k vectors
     python benchmarks/index.py --sizes 10000,100000,1000000 --dim 512
     python benchmarks/index.py --skip-search --arch ViT-H-14 --device cuda --images 2048 --batch-size 128
+    python benchmarks/index.py --skip-search --ray --workers 2     # also `index build --ray local` (needs the ray extra)
 
 Build part: `--images` synthetic 512x384 JPEGs are written to a temp folder, then timed three ways:
   decode   DataLoader workers decoding through index.imageio.open_rgb + the CLIP preprocess (no model)
   embed    the CLIP forward pass alone on already-preprocessed batches (fp16 autocast on CUDA)
   build    `index build` end to end (scan, hash, decode, embed, chunks, FAISS, manifest)
+  ray      with --ray: the same build with Ray Data embedding (`index build --ray local --workers W`):
+           end to end (Ray start and actor start-up included) and images per second of summed decode
+           + embed busy time in the Ray workers (the rate that scales with the number of workers)
 The CLIP is the tiny random test model (`--arch tiny`) or an open_clip architecture with random
 weights (`--arch ViT-H-14`: same cost as the real weights, no download).
 
@@ -49,6 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--queries", type=int, default=200)
     p.add_argument("--torch-threads", type=int, default=None, help="intra-op threads of torch (default: torch')")
     p.add_argument("--faiss-threads", type=int, default=None, help="OpenMP threads of faiss (default: faiss')")
+    p.add_argument("--ray", action="store_true", help="also time `index build --ray local` (--arch tiny only)")
     p.add_argument("--skip-build", action="store_true")
     p.add_argument("--skip-search", action="store_true")
     p.add_argument("--json", dest="json_path", default=None)
@@ -65,7 +70,10 @@ def make_clip(arch: str, device: str):
     if arch == "tiny":
         from index.tiny_clip import build_tiny_clip
 
-        return load_clip(build_tiny_clip(Path(tempfile.mkdtemp(prefix="tiny-clip-")) / "clip"), device)
+        source = build_tiny_clip(Path(tempfile.mkdtemp(prefix="tiny-clip-")) / "clip")
+        clip = load_clip(source, device)
+        clip.source = str(source)  # what a Ray actor loads
+        return clip
     import open_clip
     import torch
 
@@ -129,7 +137,9 @@ def bench_build(args: argparse.Namespace) -> dict[str, Any]:
     except ImportError as exc:  # e.g. a bare GPU box without pyarrow: decode/embed figures still stand
         print(f"  (end-to-end build skipped: {exc})")
         build_rate = build_s = float("nan")
+    ray_figures = bench_ray(args, clip, folder, work) if args.ray else {}
     return {
+        **ray_figures,
         "arch": args.arch, "device": clip.device, "dim": clip.dim, "images": len(rels), "batch_size": args.batch_size,
         "workers": args.workers, "image_size": "512x384 jpeg",
         "decode_images_per_s": len(rels) / decode_s,
@@ -138,6 +148,24 @@ def bench_build(args: argparse.Namespace) -> dict[str, Any]:
         "build_seconds": build_s,
         "gpu_name": torch.cuda.get_device_name() if clip.device.startswith("cuda") else None,
     }
+
+
+def bench_ray(args: argparse.Namespace, clip, folder: Path, work: Path) -> dict[str, Any]:
+    """`index build --ray local` of the same folder: end-to-end and per-actor images/s."""
+    from index.builder import BuildOptions, build_index
+    from index.ray_embed import RayEmbedder
+
+    if not hasattr(clip, "source"):
+        raise SystemExit("--ray times a CLIP the actors can load: use --arch tiny (random-weight architectures "
+                         "exist only in this process).")
+    embedder = RayEmbedder("local", args.workers, clip.source, clip.preprocess, args.device,
+                           {"num_cpus": os.cpu_count() or 1})
+    opts = BuildOptions(root=folder, index_dir=work / "idx-ray", clip_spec=args.arch, batch_size=args.batch_size,
+                        workers=args.workers, embedder=embedder)
+    summary = build_index(opts, clip)
+    busy = summary.decode_seconds + summary.embed_seconds
+    return {"ray_workers": args.workers, "ray_build_images_per_s": summary.indexed / summary.seconds,
+            "ray_build_seconds": summary.seconds, "ray_images_per_busy_s": summary.indexed / busy}
 
 
 # ---------------------------------------------------------------- search latency
@@ -201,6 +229,10 @@ def main(argv: list[str] | None = None) -> None:
               f"{b['images']} images {b['image_size']}, batch {b['batch_size']}, {b['workers']} workers):")
         print(f"  decode {b['decode_images_per_s']:9.1f} images/s   embed {b['embed_images_per_s']:9.1f} images/s   "
               f"index build end to end {b['build_images_per_s']:9.1f} images/s", flush=True)
+        if args.ray:
+            print(f"  index build --ray local ({b['ray_workers']} actors) end to end {b['ray_build_images_per_s']:9.1f} "
+                  f"images/s ({b['ray_build_seconds']:.1f}s, Ray start included)   "
+                  f"{b['ray_images_per_busy_s']:9.1f} images per second of decode + embed busy time", flush=True)
     if not args.skip_search:
         print(f"search (one query at a time, k=10, dim {args.dim}, clustered synthetic vectors):", flush=True)
         figures["search"] = bench_search(args)

@@ -38,6 +38,18 @@ def run_search(query: str, index_dir: str, top: int | None, rerank: int | None, 
     return rows, {**searcher.provenance(rerank), **({"stats": searcher.last_stats} if rerank else {})}
 
 
+def search_document(searcher: "Searcher", query: str, top: int | None, rerank: int | None, progress: bool = False,
+                    score: str | None = None) -> dict:
+    """The `discff search --json` document of one query, from a Searcher that may serve many queries."""
+    results = searcher.search(query, top, rerank, progress, score)
+    doc = {"query": query, **searcher.provenance(rerank)}
+    if rerank:
+        if score:  # this query's own score family, everywhere the document names one
+            doc.update(score=score, engine={**doc["engine"], "score": score})
+        doc["stats"] = searcher.last_stats
+    return {**doc, "results": results}
+
+
 class Searcher:
     """One index with its CLIP and, from the first rerank on, its Discffusion scorer.
 

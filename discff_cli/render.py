@@ -26,6 +26,17 @@ def print_json(document: Any) -> None:
                          "printed as null\n")
 
 
+def print_json_line(document: Any) -> None:
+    """One JSON document on one line (JSON Lines), flushed, so a consumer can stream many of them."""
+    replaced = [0]
+    clean = _finite(document, replaced)
+    sys.stdout.write(json.dumps(clean, ensure_ascii=False, allow_nan=False) + "\n")
+    sys.stdout.flush()
+    if replaced[0]:
+        sys.stderr.write(f"warning: {replaced[0]} value(s) were not finite numbers (NaN or infinity) and are "
+                         "printed as null\n")
+
+
 def _finite(value: Any, replaced: list[int]) -> Any:
     import math
 

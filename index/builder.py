@@ -51,6 +51,10 @@ class BuildOptions:
     index_type: str | None = None       # force flat/hnsw/ivf_flat/ivf_pq instead of choosing
     rebuild: bool = False
     fail_after_batches: int | None = None
+    # Where decoding and CLIP run instead of this process (index/ray_embed.py): called with
+    # (opts, files to embed, known hashes), yields (embeddings of the good files, per-file meta as
+    # DecodeDataset makes it, embed seconds) per finished batch; the builder records each as locally.
+    embedder: Callable[["BuildOptions", list[FileEntry], dict], Iterator[tuple[np.ndarray, list[dict], float]]] | None = None
 
 
 @dataclass
@@ -387,11 +391,15 @@ def _match_by_hash(opts: BuildOptions, candidates: list[FileEntry], prev_by_path
 
 def _embed(opts: BuildOptions, clip, todo: list[FileEntry], hashes: dict, pending: _Pending,
            final: dict, summary: BuildSummary, events: BuildEvents) -> float:
-    """Decode in workers, embed in the main process, persist each batch as a chunk."""
+    """Decode in workers, embed in the main process (or in `opts.embedder`), persist each batch as a chunk."""
     from index.dataset import DecodeDataset, make_loader
 
     if not todo:
         return 0.0
+    if opts.embedder is not None:
+        events.on_stage("Embedding")
+        events.on_embed_start(len(todo))
+        return _embed_batches(opts, todo, opts.embedder(opts, todo, hashes), pending, final, summary, events)
     workers = opts.workers
     if workers is None:
         workers = 0 if len(todo) < 2 * opts.batch_size else min(4, os.cpu_count() or 1)
@@ -401,7 +409,15 @@ def _embed(opts: BuildOptions, clip, todo: list[FileEntry], hashes: dict, pendin
     events.on_stage("Embedding")
     events.on_embed_start(len(todo))
     with _share_cores(clip.device, workers):
-        return _embed_batches(opts, clip, todo, loader, pending, final, summary, events)
+        return _embed_batches(opts, todo, _local_batches(clip, loader), pending, final, summary, events)
+
+
+def _local_batches(clip, loader) -> Iterator[tuple[np.ndarray, list[dict], float]]:
+    """(embeddings of the decoded images, meta of every file, embed seconds) per DataLoader batch."""
+    for pixels, meta in loader:
+        tick = time.perf_counter()
+        emb = clip.embed_pixels(pixels) if pixels is not None else np.zeros((0, clip.dim), np.float32)
+        yield emb, meta, time.perf_counter() - tick
 
 
 @contextmanager
@@ -419,15 +435,21 @@ def _share_cores(device: str, workers: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _embed_batches(opts: BuildOptions, clip, todo: list[FileEntry], loader, pending: _Pending, final: dict,
+def _embed_batches(opts: BuildOptions, todo: list[FileEntry], batches: Iterator, pending: _Pending, final: dict,
                    summary: BuildSummary, events: BuildEvents) -> float:
+    try:
+        return _record_batches(opts, todo, batches, pending, final, summary, events)
+    finally:  # stop decode workers (or Ray) now, also on error: their inherited fds would hold the lock
+        getattr(batches, "close", lambda: None)()
+
+
+def _record_batches(opts: BuildOptions, todo: list[FileEntry], batches: Iterator, pending: _Pending, final: dict,
+                    summary: BuildSummary, events: BuildEvents) -> float:
     embed_seconds = 0.0
-    for batch_no, (pixels, meta) in enumerate(loader):
+    for batch_no, (emb, meta, seconds) in enumerate(batches):
         if opts.fail_after_batches is not None and batch_no >= opts.fail_after_batches:
             raise BuildInterrupted(f"simulated interruption after {batch_no} batches")
-        tick = time.perf_counter()
-        emb = clip.embed_pixels(pixels) if pixels is not None else np.zeros((0, clip.dim), np.float32)
-        embed_seconds += time.perf_counter() - tick
+        embed_seconds += seconds
         records, row = [], 0
         for item in meta:
             entry = todo[item["i"]]

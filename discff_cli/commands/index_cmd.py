@@ -58,16 +58,26 @@ def _memory(ctx: click.Context, param: click.Parameter, value: str) -> int:
 @click.option("--rebuild", is_flag=True, help="Ignore the existing index and embed everything again.")
 @click.option("--latents", is_flag=True,
               help="Also store each image's VAE latent (float16) so `search --rerank` skips the VAE.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None,
+              metavar="[local|auto|ADDRESS]",
+              help="Decode and embed on Ray Data: 'local' (the default value) starts Ray on this machine, 'auto' "
+                   "joins the cluster in RAY_ADDRESS, or a cluster address; --workers is then the number of "
+                   "embedding actors (default: one per GPU, else one per two CPUs). Needs the ray extra.")
 @json_option
 def build(directory: str, index_dir: str, clip: str | None, model: str | None, device: str, batch_size: int,
           workers: int | None, max_memory: int, index_type: str, max_pixels: int | None, rebuild: bool,
-          latents: bool, as_json: bool) -> None:
+          latents: bool, ray_address: str | None, as_json: bool) -> None:
     """Embed every image under DIRECTORY (recursively) into the index; only new or changed files are embedded."""
     from index.builder import BuildOptions, build_index
     from index.imageio import DEFAULT_MAX_PIXELS
 
     if not Path(directory).is_dir():
         raise DiscffError(f"'{directory}' is not a folder.")
+    if ray_address is not None:
+        from index.ray_embed import INSTALL_HINT, ray_available
+
+        if not ray_available():
+            raise DiscffError(INSTALL_HINT)
     existing = None if rebuild else _existing_manifest(index_dir)
     if clip is None:  # an update uses the CLIP the index was built with, as search does
         clip = existing["clip"]["spec"] if existing else DEFAULT_CLIP
@@ -83,7 +93,7 @@ def build(directory: str, index_dir: str, clip: str | None, model: str | None, d
                             model=model, batch_size=batch_size, workers=workers, max_memory=max_memory,
                             max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
                             index_type=None if index_type == "auto" else index_type, rebuild=rebuild,
-                            fail_after_batches=_fail_hook())
+                            fail_after_batches=_fail_hook(), embedder=_ray_embedder(ray_address, workers, clip, clip_model, device))
         with _Progress(console, quiet=as_json) as events:
             try:
                 summary = build_index(opts, clip_model, events)
@@ -93,6 +103,16 @@ def build(directory: str, index_dir: str, clip: str | None, model: str | None, d
     _report(summary, index_dir, as_json, console)
     if latents:
         _store_latents(index_dir, device, console, quiet=as_json)
+
+
+def _ray_embedder(address: str | None, workers: int | None, clip: str, clip_model, device: str):
+    """The builder's Ray embedding hook for --ray (None: embed in this process)."""
+    if address is None:
+        return None
+    from discff_cli.clip_resolve import resolve_clip
+    from index.ray_embed import RayEmbedder
+
+    return RayEmbedder(address, workers, str(resolve_clip(clip)), clip_model.preprocess, device)
 
 
 def _store_latents(index_dir: str, device: str, console, quiet: bool) -> None:
