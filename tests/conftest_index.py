@@ -67,6 +67,15 @@ def build(folder: Path, index_dir: Path, clip_dir: Path, *extra: str, env: dict 
     return result, summary
 
 
+def built_folder(root: Path, clip_dir: Path, count: int, seed: int) -> Path:
+    """`root/images` with `count` images and `root/idx` built from them: a pristine index that
+    damage and write-failure tests copy before breaking it."""
+    write_images(root / "images", count, seed=seed)
+    result, _ = build(root / "images", root / "idx", clip_dir)
+    assert result.exit_code == 0, result.output
+    return root
+
+
 def read_index(index_dir: Path) -> tuple[dict, dict, np.ndarray]:
     """(manifest, {path: item record}, embeddings) straight from disk."""
     from index.store import IndexDir

@@ -10,16 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest_index import build, read_index, run_cli, tiny_clip_dir, write_images  # noqa: F401
+from conftest_index import build, built_folder, read_index, run_cli, tiny_clip_dir, write_images  # noqa: F401
 
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory, tiny_clip_dir):
-    root = tmp_path_factory.mktemp("damage")
-    write_images(root / "images", 12, seed=4)
-    result, _ = build(root / "images", root / "idx", tiny_clip_dir)
-    assert result.exit_code == 0, result.output
-    return root
+    return built_folder(tmp_path_factory.mktemp("damage"), tiny_clip_dir, 12, 4)
 
 
 @pytest.fixture()

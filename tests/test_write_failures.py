@@ -12,17 +12,13 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest_index import build, run_cli, tiny_clip_dir, write_images  # noqa: F401
+from conftest_index import build, built_folder, run_cli, tiny_clip_dir, write_images  # noqa: F401
 from conftest_tune import FAST_CLI, colour_pairs, one_thread  # noqa: F401
 
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory, tiny_clip_dir):
-    root = tmp_path_factory.mktemp("writes")
-    write_images(root / "images", 8, seed=6)
-    result, _ = build(root / "images", root / "idx", tiny_clip_dir)
-    assert result.exit_code == 0, result.output
-    return root
+    return built_folder(tmp_path_factory.mktemp("writes"), tiny_clip_dir, 8, 6)
 
 
 @pytest.fixture()
