@@ -262,7 +262,7 @@ def _read_previous(opts: BuildOptions, clip, store: IndexDir,
     and whatever is intact is used -- with the items table and embeddings intact every embedding
     is reused (only the FAISS file is rebuilt); with the embeddings lost, files are embedded again.
     """
-    from index.integrity import check_files
+    from index.integrity import check_files, embedding_keys
 
     if not store.exists() or opts.rebuild:
         return None, {}, None
@@ -281,7 +281,7 @@ def _read_previous(opts: BuildOptions, clip, store: IndexDir,
     try:
         if manifest["files"]["items"] not in bad:
             items = store.read_items(manifest)
-        if manifest["files"]["embeddings"] not in bad:
+        if not any(manifest["files"][key] in bad for key in embedding_keys(manifest["files"])):
             emb = store.read_embeddings(manifest, mmap=True)
     except IndexDamaged as exc:
         problems += exc.problems
@@ -480,23 +480,13 @@ def _publish(opts: BuildOptions, clip, store: IndexDir, prev_manifest: dict | No
             rec["row"] = len(sources)
             sources.append(source)
         records.append(rec)
-    emb = np.zeros((len(sources), clip.dim), np.float16)
-    prev_rows = [(i, s[1]) for i, s in enumerate(sources) if s[0] == "prev"]
-    if prev_rows:
-        dst, src = map(np.asarray, zip(*prev_rows))
-        order = np.argsort(src)
-        emb[dst[order]] = prev_emb[src[order]]
-    for i, (kind, value) in enumerate(sources):
-        if kind == "vec":
-            emb[i] = value
-
-    n = len(emb)
+    n = len(sources)
     gpu = faiss_index.gpu_available()  # recorded in the manifest: IVF training ran on it
     kind = opts.index_type or faiss_index.choose_index_type(n, clip.dim, opts.max_memory)
-    built, kind = _build_faiss(emb, kind, summary)
     gen = _next_generation(store, prev_manifest)
-    files = {"items": f"items-{gen}.parquet", "embeddings": f"embeddings-{gen}.npy", "faiss": f"faiss-{gen}.index"}
-    checks = _write_generation(store, files, records, emb, built.index)
+    files = _generation_files(gen, n)
+    checks, built, kind = _write_generation(store, files, records, _embedding_blocks(sources, prev_emb, clip.dim),
+                                            n, clip.dim, kind, summary)
     model = opts.model or (prev_manifest or {}).get("model")
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -526,35 +516,71 @@ def _publish(opts: BuildOptions, clip, store: IndexDir, prev_manifest: dict | No
     return manifest
 
 
-def _build_faiss(emb: np.ndarray, kind: str, summary: BuildSummary):
+def _generation_files(gen: int, rows: int) -> dict[str, str]:
+    """The data file names of generation `gen`: one embeddings shard per SHARD_ROWS rows."""
+    from index.shards import shard_count, shard_names
+
+    shards = shard_names(f"embeddings-{gen}", shard_count(rows))
+    files = {"items": f"items-{gen}.parquet", "embeddings": shards[0], "faiss": f"faiss-{gen}.index"}
+    files.update({f"embeddings.{i}": name for i, name in enumerate(shards) if i})
+    return files
+
+
+def _embedding_blocks(sources: list, prev_emb, dim: int, rows: int = 65536) -> Iterator[np.ndarray]:
+    """The new generation's embeddings, `rows` at a time: reused rows read from the previous
+    generation's shards (sorted reads), new ones from the embedded vectors."""
+    for start in range(0, len(sources), rows):
+        part = sources[start:start + rows]
+        block = np.zeros((len(part), dim), np.float16)
+        prev = [(i, s[1]) for i, s in enumerate(part) if s[0] == "prev"]
+        if prev:
+            dst, src = map(np.asarray, zip(*prev))
+            block[dst] = prev_emb[src]
+        for i, (kind, value) in enumerate(part):
+            if kind == "vec":
+                block[i] = value
+        yield block
+
+
+def _build_faiss(emb, kind: str, summary: BuildSummary):
     """Build `kind`; an approximate type that cannot be trained on so few vectors falls back to exact search.
 
     Why: IVF/PQ need enough vectors to train their quantizers (PQ: 16 per sub-quantizer at 4 bits),
     and on a handful of images exact search is also the fastest answer.
     """
     try:
-        return faiss_index.build_tuned(emb.astype(np.float32), kind), kind
+        return faiss_index.build_tuned(emb, kind), kind
     except RuntimeError as exc:
         if kind == "flat":
             raise
         why = str(exc).strip().splitlines()
         summary.index_type_note = (f"{kind} cannot be trained on {len(emb)} image(s) "
                                    f"({why[-1][:100] if why else 'faiss error'}); built flat (exact search) instead")
-        return faiss_index.build_tuned(emb.astype(np.float32), "flat"), "flat"
+        return faiss_index.build_tuned(emb, "flat"), "flat"
 
 
-def _write_generation(store: IndexDir, files: dict[str, str], records: list[dict], emb: np.ndarray,
-                      index) -> dict[str, dict]:
-    """Write the generation's data files; on any failure remove them all (the manifest still names the old ones)."""
-    from index.integrity import file_check
+def _write_generation(store: IndexDir, files: dict[str, str], records: list[dict], blocks: Iterator[np.ndarray],
+                      rows: int, dim: int, kind: str, summary: BuildSummary) -> tuple[dict[str, dict], Any, str]:
+    """Write the generation's data files -- items, embedding shards streamed block by block, then the
+    FAISS index built from those shards -- so memory stays bounded at any collection size; on any
+    failure remove them all (the manifest still names the old ones)."""
+    from index.integrity import embedding_keys, file_check
+    from index.shards import Shards, ShardWriter
     from index.store import atomic_path
 
     try:
         store.write_items(Items.from_records(records), files["items"])
-        store.write_embeddings(emb, files["embeddings"])
+        shard_paths = [store.path / files[key] for key in embedding_keys(files)]
+        writer = ShardWriter(shard_paths, rows, dim)
+        for block in blocks:
+            writer.write(block)
+        writer.close()
+        emb = Shards(shard_paths)
+        built, kind = _build_faiss(emb, kind, summary)
+        emb.close()
         with atomic_path(store.path / files["faiss"]) as tmp:
-            faiss_index.write(index, tmp)
-        return {key: file_check(store.path / name) for key, name in files.items()}
+            faiss_index.write(built.index, tmp)
+        return {key: file_check(store.path / name) for key, name in files.items()}, built, kind
     except BaseException:
         for name in files.values():
             (store.path / name).unlink(missing_ok=True)
@@ -567,7 +593,7 @@ def _next_generation(store: IndexDir, prev_manifest: dict | None) -> int:
 
     numbers = [(prev_manifest or {}).get("generation", 0)]
     for entry in store.path.iterdir():
-        match = re.fullmatch(r"(?:items|embeddings|faiss)-(\d+)\.\w+", entry.name)
+        match = re.fullmatch(r"(?:items|embeddings|faiss)-(\d+)(?:-\d+)?\.\w+", entry.name)
         if match:
             numbers.append(int(match.group(1)))
     return max(numbers) + 1

@@ -27,6 +27,11 @@ RECALL_TARGET = 0.98       # tuned on the sample so that unseen queries still cl
 REFINE_FACTOR = 10         # ivf_pq: exact re-scoring of k * REFINE_FACTOR candidates
 MAX_REFINE = 80
 HNSW_M = 16
+# On a CPU, filling an IVF costs n * nlist * d multiply-adds for the coarse assignment (and k-means
+# as much per iteration on its sample): at 10M x 512 on 2 cores (~150 GFLOP/s) nlist = 4 * sqrt(n) =
+# 12,649 would take about an hour for that alone, 4,096 a quarter of it. Longer lists cost search
+# time instead, which the recall tuning (nprobe) and the exact refine keep in check.
+CPU_NLIST_MAX = 4096
 TRAIN_PER_LIST = 64        # k-means training points per IVF list (faiss warns below 39)
 
 
@@ -68,6 +73,8 @@ def default_params(kind: str, n: int, dim: int) -> dict[str, Any]:
     if kind == "hnsw":
         return {"M": HNSW_M, "efConstruction": 40, "efSearch": 32}
     nlist = int(min(max(1, 4 * math.sqrt(n)), max(1, n // 39)))
+    if kind != "hnsw" and not gpu_available():
+        nlist = min(nlist, CPU_NLIST_MAX)
     params: dict[str, Any] = {"nlist": nlist, "nprobe": min(8, nlist)}
     if kind == "ivf_pq":
         m = _pq_subquantizers(dim)
@@ -84,12 +91,18 @@ def _pq_subquantizers(dim: int) -> int:
     return 1
 
 
-def build(embeddings: np.ndarray, kind: str, params: dict[str, Any], seed: int = 0):
-    """Build a CPU FAISS index over float32 copies of `embeddings` (row i gets id i)."""
+ADD_ROWS = 65536             # rows converted to float32 and added per step: bounded memory at any size
+
+
+def build(embeddings, kind: str, params: dict[str, Any], seed: int = 0):
+    """Build a CPU FAISS index over `embeddings` (an array or index.shards.Shards; row i gets id i).
+
+    Trained on a sample, then filled ADD_ROWS at a time, so a 10M-row shard set is never in
+    memory as float32 (about 20 GB at d=512) -- only the index's own codes are.
+    """
     import faiss
 
-    x = np.ascontiguousarray(embeddings, dtype=np.float32)
-    n, dim = x.shape
+    n, dim = embeddings.shape
     if kind == "flat":
         index = faiss.IndexFlatIP(dim)
     elif kind == "hnsw":
@@ -103,16 +116,20 @@ def build(embeddings: np.ndarray, kind: str, params: dict[str, Any], seed: int =
             index = faiss.IndexIVFPQ(quantizer, dim, params["nlist"], params["m"], params["nbits"],
                                      faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = seed
-        _train(index, x, seed)
+        _train(index, embeddings, seed)
     else:
         raise ValueError(f"unknown index type {kind!r}")
-    if n:
-        index.add(x)
+    for start in range(0, n, ADD_ROWS):
+        index.add(_float32(embeddings[start:start + ADD_ROWS]))
     set_search_params(index, kind, params)
     return index
 
 
-def _train(index, x: np.ndarray, seed: int) -> None:
+def _float32(block) -> np.ndarray:
+    return np.ascontiguousarray(block, dtype=np.float32)
+
+
+def _train(index, x, seed: int) -> None:
     """Train on TRAIN_PER_LIST points per list, on the GPU when faiss-gpu has one.
 
     Why so few: k-means time grows with the sample, and the recall tuning that follows raises
@@ -123,7 +140,8 @@ def _train(index, x: np.ndarray, seed: int) -> None:
 
     rng = np.random.default_rng(seed)
     cap = TRAIN_PER_LIST * index.nlist
-    sample = x if len(x) <= cap else x[rng.choice(len(x), cap, replace=False)]
+    ids = np.arange(len(x)) if len(x) <= cap else np.sort(rng.choice(len(x), cap, replace=False))
+    sample = _float32(x[ids])
     if gpu_available():
         clustering_index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(x.shape[1]))
         index.clustering_index = clustering_index
@@ -166,14 +184,25 @@ def refine_exact(q: np.ndarray, cand: np.ndarray, embeddings: np.ndarray, k: int
     return scores_out, ids_out
 
 
-def exact_topk(embeddings: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    """Brute-force ids of the top-k inner products (ground truth for recall)."""
-    x = np.asarray(embeddings, dtype=np.float32)
-    sims = np.asarray(queries, dtype=np.float32) @ x.T
-    k = min(k, x.shape[0])
-    part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-    rows = np.arange(len(sims))[:, None]
-    return part[rows, np.argsort(-sims[rows, part], axis=1, kind="stable")]
+def exact_topk(embeddings, queries: np.ndarray, k: int) -> np.ndarray:
+    """Brute-force ids of the top-k inner products (ground truth for recall), ADD_ROWS rows at a time
+    so that it runs over a shard set larger than memory."""
+    q = _float32(queries)
+    n = embeddings.shape[0]
+    k = min(k, n)
+    best_ids = np.zeros((len(q), 0), np.int64)
+    best = np.zeros((len(q), 0), np.float32)
+    for start in range(0, n, ADD_ROWS):
+        sims = q @ _float32(embeddings[start:start + ADD_ROWS]).T
+        ids = np.broadcast_to(np.arange(start, start + sims.shape[1]), sims.shape)
+        sims, ids = np.concatenate([best, sims], axis=1), np.concatenate([best_ids, ids], axis=1)
+        part = np.argpartition(-sims, k - 1, axis=1)[:, :k] if sims.shape[1] > k else \
+            np.broadcast_to(np.arange(sims.shape[1]), sims.shape)
+        rows = np.arange(len(q))[:, None]
+        best, best_ids = sims[rows, part], ids[rows, part]
+    order = np.lexsort((best_ids, -best), axis=1) if len(q) else np.zeros((0, k), np.int64)
+    rows = np.arange(len(q))[:, None]
+    return best_ids[rows, order]
 
 
 def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
@@ -265,6 +294,8 @@ def write(index, path) -> None:
 def read(path, kind: str, params: dict[str, Any]):
     import faiss
 
-    index = faiss.read_index(str(path))
+    # Memory-mapped: the inverted lists (codes and ids, nearly all of an IVF index) stay on disk and
+    # only the lists a query probes are paged in, so opening a 10M-vector index costs no RAM.
+    index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
     set_search_params(index, kind, params)
     return index

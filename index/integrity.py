@@ -32,6 +32,22 @@ class Problem:
         return f"{self.file}: {self.what}"
 
 
+def embedding_keys(files: dict[str, Any]) -> list[str]:
+    """Keys of the embedding shards in a manifest's `files`: "embeddings", then "embeddings.1", ...
+
+    An index of up to index.shards.SHARD_ROWS images has only "embeddings" (the single file of
+    every earlier index); a larger one names one more key per shard.
+    """
+    extra = sorted((int(key.split(".", 1)[1]), key) for key in files
+                   if key.startswith("embeddings.") and key.split(".", 1)[1].isdigit())
+    return ["embeddings"] + [key for _, key in extra]
+
+
+def data_keys(manifest: dict[str, Any]) -> list[str]:
+    """Every data file key of a manifest, in the order checks report them."""
+    return ["items", *embedding_keys(manifest["files"]), "faiss"]
+
+
 def file_digest(path: Path) -> str:
     """BLAKE2b-128 of a file's bytes (streamed: embeddings files can be gigabytes)."""
     digest = hashlib.blake2b(digest_size=16)
@@ -56,7 +72,8 @@ def manifest_problems(manifest: Any) -> list[str]:
     if problems:
         return problems
     files = manifest["files"]
-    problems += [f"names no {key} file" for key in DATA_KEYS
+    keys = list(DATA_KEYS) + embedding_keys(files)[1:]
+    problems += [f"names no {key} file" for key in keys
                  if not isinstance(files.get(key), str) or "/" in files[key] or files[key] in ("", ".", "..")]
     clip = manifest["clip"]
     problems += [f"misses clip '{key}'" for key in ("spec", "fingerprint", "dim") if key not in clip]
@@ -69,7 +86,7 @@ def check_files(index_dir: Path, manifest: dict[str, Any], deep: bool,
     """Compare each data file with what the manifest records: presence, size, and (deep, for `deep_keys`) digest."""
     problems: list[Problem] = []
     checks = manifest.get("checks") if isinstance(manifest.get("checks"), dict) else {}
-    for key in DATA_KEYS:
+    for key in data_keys(manifest):
         name = manifest["files"][key]
         path = index_dir / name
         if not path.is_file():
@@ -82,7 +99,7 @@ def check_files(index_dir: Path, manifest: dict[str, Any], deep: bool,
         if size != expected.get("size"):
             problems.append(Problem(name, f"is {size:,} bytes, the manifest recorded {expected.get('size'):,}"
                                     if isinstance(expected.get("size"), int) else f"is {size:,} bytes"))
-        elif deep and key in deep_keys and file_digest(path) != expected.get("blake2b"):
+        elif deep and key.split(".")[0] in deep_keys and file_digest(path) != expected.get("blake2b"):
             problems.append(Problem(name, "has other contents than the manifest recorded (checksum differs)"))
     return problems
 
@@ -116,13 +133,13 @@ def check_index(index_dir: Path) -> dict[str, Any]:
             [{"file": MANIFEST, "problem": str(exc)}]
         return report
     report.update(generation=manifest["generation"], count=manifest["count"],
-                  files=[manifest["files"][k] for k in DATA_KEYS])
+                  files=[manifest["files"][k] for k in data_keys(manifest)])
     problems = check_files(index_dir, manifest, deep=True)
     bad = {p.file for p in problems}
     readers = (("items", store.read_items), ("embeddings", lambda m: store.read_embeddings(m, mmap=True)),
                ("faiss", store.read_faiss))
     for key, read in readers:
-        if manifest["files"][key] in bad:
+        if any(manifest["files"][k] in bad for k in data_keys(manifest) if k.split(".")[0] == key):
             continue
         try:
             read(manifest)

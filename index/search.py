@@ -25,18 +25,14 @@ class Hit:
 
 
 class SearchIndex:
-    """A published index generation opened for reading (embeddings memory-mapped)."""
+    """A published index generation opened for reading with bounded memory: paths as one Arrow
+    column, embeddings as shards read on demand (the refine step), FAISS memory-mapped."""
 
     def __init__(self, index_dir: str | Path) -> None:
         self.store = IndexDir(index_dir)
         self.manifest: dict[str, Any] = self.store.read_manifest()
         self.store.check(self.manifest)  # sizes only: cheap enough for every query
-        items = self.store.read_items(self.manifest)
-        ok = [(row, path) for row, path in zip(items.columns["row"], items.columns["path"]) if row is not None
-              and row >= 0]
-        self.rel_by_row = [""] * len(ok)
-        for row, path in ok:
-            self.rel_by_row[row] = path
+        self.rel_by_row = self.store.read_paths(self.manifest)
         self.root = Path(self.manifest["root"])
         self.embeddings = self.store.read_embeddings(self.manifest, mmap=True)
         info = self.manifest["faiss"]

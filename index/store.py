@@ -6,7 +6,9 @@ Layout (one generation of data files is live at a time; the manifest names them)
                              and each data file's size and BLAKE2b (`checks`)
     manifest.backup.json     a copy of the last published manifest (repairs a damaged manifest.json)
     items-<gen>.parquet      one row per file seen: path, size, mtime_ns, hash, width, height, status, error, row
-    embeddings-<gen>.npy     float16 [count, dim], row i = item with row == i
+    embeddings-<gen>.npy     float16 [count, dim], row i = item with row == i; above SHARD_ROWS (1M)
+    embeddings-<gen>-<k>.npy rows, further shards of the same matrix (index/shards.py), named in the
+                             manifest as "embeddings.<k>"
     faiss-<gen>.index        the FAISS index over the same rows
     lock                     held (flock) by the one writer
     pending/chunk-*.npz      embedded batches of an unfinished build (resume)
@@ -23,6 +25,7 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Iterator
 
 import numpy as np
@@ -179,6 +182,27 @@ class IndexDir:
             raise self._damaged(manifest, "items", f"does not list rows 0..{manifest['count'] - 1} of the index")
         return items
 
+    def read_paths(self, manifest: dict[str, Any]) -> "RelPaths":
+        """The relative path of each embedding row, kept as one Arrow string array: a search needs
+        only this column, and 10M paths as Arrow cost a fraction of 10M Python records."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(self.file(manifest, "items"), columns=["path", "row"])
+        except FileNotFoundError:
+            raise self._damaged(manifest, "items", "is missing") from None
+        except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, KeyError... for a damaged file
+            raise self._damaged(manifest, "items", f"cannot be read as the items table ({_first_line(exc)})") from None
+        rows = table.column("row").fill_null(-1).to_numpy()
+        ok = np.flatnonzero(rows >= 0)
+        order = ok[np.argsort(rows[ok], kind="stable")]
+        if not np.array_equal(rows[order], np.arange(manifest["count"])):
+            raise self._damaged(manifest, "items", f"does not list rows 0..{manifest['count'] - 1} of the index")
+        paths = pc.take(table.column("path"), pa.array(order)).combine_chunks()
+        return RelPaths(paths)
+
     def write_items(self, items: Items, name: str) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -190,18 +214,28 @@ class IndexDir:
         with atomic_path(self.path / name) as tmp:
             pq.write_table(table, tmp)
 
-    def read_embeddings(self, manifest: dict[str, Any], mmap: bool = False) -> np.ndarray:
+    def read_embeddings(self, manifest: dict[str, Any], mmap: bool = False):
+        """The generation's embeddings: with `mmap`, an index.shards.Shards view that reads rows on
+        demand (bounded memory at any size); without, one float16 array in memory."""
+        from index.integrity import embedding_keys
+        from index.shards import Shards, ShardError
+
+        keys = embedding_keys(manifest["files"])
+        paths = [self.file(manifest, key) for key in keys]
+        for key, path in zip(keys, paths):
+            if not path.is_file():
+                raise self._damaged(manifest, key, "is missing")
         try:
-            emb = np.load(self.file(manifest, "embeddings"), mmap_mode="r" if mmap else None, allow_pickle=False)
-        except FileNotFoundError:
-            raise self._damaged(manifest, "embeddings", "is missing") from None
-        except Exception as exc:  # truncated header or data: ValueError, EOFError, OSError
-            raise self._damaged(manifest, "embeddings", f"cannot be read ({_first_line(exc)})") from None
+            emb = Shards(paths)
+        except ShardError as exc:
+            bad = next((k for k, p in zip(keys, paths) if _shard_problem(p)), keys[0])
+            raise self._damaged(manifest, bad, f"cannot be read ({_first_line(exc)})") from None
+        except OSError as exc:
+            raise self._damaged(manifest, keys[0], f"cannot be read ({_first_line(exc)})") from None
         expected = (manifest["count"], manifest["clip"]["dim"])
-        if not isinstance(emb, np.ndarray) or emb.shape != expected:
-            shape = getattr(emb, "shape", None)
-            raise self._damaged(manifest, "embeddings", f"holds shape {shape}, the manifest says {expected}")
-        return emb
+        if emb.shape != expected:
+            raise self._damaged(manifest, keys[-1], f"holds shape {emb.shape}, the manifest says {expected}")
+        return emb if mmap else np.asarray(emb)
 
     def read_faiss(self, manifest: dict[str, Any]):
         """The FAISS index of the generation, with its search-time parameters set."""
@@ -218,17 +252,45 @@ class IndexDir:
             raise self._damaged(manifest, "faiss", f"holds {index.ntotal} vectors, the manifest says {manifest['count']}")
         return index
 
-    def write_embeddings(self, embeddings: np.ndarray, name: str) -> None:
-        with atomic_path(self.path / name) as tmp:
-            with open(tmp, "wb") as handle:
-                np.save(handle, embeddings.astype(np.float16))
-
     def remove_stale(self, keep: set[str]) -> None:
         """Delete data files of older generations (and temp files of crashed writers)."""
         for entry in self.path.iterdir():
             generational = entry.name.split("-")[0] in ("items", "embeddings", "faiss")
             if entry.is_file() and entry.name not in keep and (generational or entry.name.endswith(".tmp")):
                 entry.unlink(missing_ok=True)
+
+
+class RelPaths(Sequence):
+    """Relative image paths by embedding row, read on demand from an Arrow array."""
+
+    def __init__(self, paths) -> None:
+        self._paths = paths
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def __getitem__(self, row):
+        if isinstance(row, slice):
+            return [self[i] for i in range(*row.indices(len(self)))]
+        if row < 0:
+            row += len(self)
+        if not 0 <= row < len(self):
+            raise IndexError(row)
+        return self._paths[row].as_py()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._paths.to_pylist())
+
+
+def _shard_problem(path: Path) -> bool:
+    """Whether this one shard file is unreadable (to name the damaged shard of a set)."""
+    from index.shards import Shards, ShardError
+
+    try:
+        Shards([path])
+    except (ShardError, OSError):
+        return True
+    return False
 
 
 def _first_line(exc: BaseException) -> str:

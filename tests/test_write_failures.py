@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 
-import numpy as np
 import pytest
 
 from conftest_index import build, built_folder, run_cli, tiny_clip_dir, write_images  # noqa: F401
@@ -72,17 +71,17 @@ def test_unwritable_index_is_refused_before_the_clip_loads(code, words, index, t
 
 
 def test_full_disk_while_publishing_leaves_the_old_generation_and_no_temp_files(index, tiny_clip_dir, monkeypatch):
-    real_save = np.save
+    def write_half(path, offset, data):
+        with open(path, "r+b") as handle:
+            handle.seek(offset)
+            handle.write(bytes(data[:len(data) // 2]))
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    def save_half(handle, array, *args, **kwargs):
-        handle.write(b"\x93NUMPY partial")
-        raise OSError(errno.ENOSPC, "No space left on device", getattr(handle, "name", None))
-
-    monkeypatch.setattr("index.store.np.save", save_half)
+    monkeypatch.setattr("index.shards._write_at", write_half)
     result, _ = build(index.parent / "images", index, tiny_clip_dir)
     _one_sentence(result, "Cannot write", str(index), "disk is full", "previous index is unchanged")
     assert not _leftovers(index)
-    monkeypatch.setattr("index.store.np.save", real_save)
+    monkeypatch.undo()
     assert _searchable(index) == 8
     resumed, summary = build(index.parent / "images", index, tiny_clip_dir)  # the embedded batches were kept
     assert resumed.exit_code == 0 and summary["resumed"] == 3 and _searchable(index) == 10
