@@ -103,18 +103,22 @@ class _Pending:
     """Chunk files of embedded batches, so a killed build loses at most one batch."""
 
     def __init__(self, store: IndexDir, session: dict[str, Any]) -> None:
+        from index.shards import RowSpool
+
         self.dir = store.pending
         self.session = session
         self.seq = 0
+        # every vector this build holds (resumed or new), on disk until published; ("vec", id) refers to it
+        self.spool = RowSpool(self.dir / "spool.f16", session["dim"])
 
-    def load(self) -> dict[str, tuple[dict, np.ndarray | None]]:
+    def load(self) -> dict[str, tuple[dict, int | None]]:
         """Records of a previous unfinished build of the same folder with the same CLIP (else discard).
 
         Anything that does not read back exactly as `add` wrote it -- a session file or chunk cut
         half-way, garbage, a chunk whose rows do not match its records -- is deleted and its files
         are simply embedded again.
         """
-        found: dict[str, tuple[dict, np.ndarray | None]] = {}
+        found: dict[str, tuple[dict, int | None]] = {}
         session_file = self.dir / "session.json"
         if not self.dir.is_dir():
             return found
@@ -132,11 +136,11 @@ class _Pending:
                 continue
             seq, records, emb = parsed
             self.seq = max(self.seq, seq + 1)
-            row = 0
+            row = self.spool.append(emb)
             for rec in records:
                 vec = None
                 if rec["status"] == "ok":
-                    vec, row = emb[row], row + 1
+                    vec, row = row, row + 1
                 found[rec["path"]] = (rec, vec)
         return found
 
@@ -169,6 +173,8 @@ class _Pending:
         self.seq += 1
 
     def clear(self) -> None:
+        self.spool.close()
+        self.spool.count = 0
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -244,7 +250,7 @@ def _build_locked(opts: BuildOptions, clip, store: IndexDir, events: BuildEvents
             summary.skipped += 1
             summary.skipped_files.append((rec["path"], rec["error"]))
     events.on_stage("Building the FAISS index")
-    manifest = _publish(opts, clip, store, prev_manifest, final, prev_emb, summary)
+    manifest = _publish(opts, clip, store, prev_manifest, final, prev_emb, pending.spool, summary)
     pending.clear()
     summary.seconds = time.perf_counter() - start
     summary.embed_seconds = embed_seconds
@@ -347,7 +353,7 @@ def _match_by_stat(entries: list[FileEntry], prev_by_path: dict[str, dict], resu
 
 def _known_content(prev_by_path: dict[str, dict], resumed: dict) -> tuple[dict, dict]:
     """Embeddings and sizes of every readable image already seen, keyed by content hash."""
-    known_hash: dict[str, tuple[str, Any]] = {}   # hash -> ("prev", row) | ("vec", vector)
+    known_hash: dict[str, tuple[str, Any]] = {}   # hash -> ("prev", row) | ("vec", spool row)
     known_size: dict[str, tuple[Any, Any]] = {}   # hash -> (width, height)
     for rec in prev_by_path.values():
         if rec["status"] == "ok" and rec["hash"]:
@@ -450,13 +456,13 @@ def _record_batches(opts: BuildOptions, todo: list[FileEntry], batches: Iterator
         if opts.fail_after_batches is not None and batch_no >= opts.fail_after_batches:
             raise BuildInterrupted(f"simulated interruption after {batch_no} batches")
         embed_seconds += seconds
-        records, row = [], 0
+        records, row = [], pending.spool.append(emb)
         for item in meta:
             entry = todo[item["i"]]
             summary.decode_seconds += item["seconds"]
             if item["ok"]:
                 rec = _record(entry, hash=item["hash"], width=item["width"], height=item["height"])
-                final[entry.rel] = (rec, ("vec", emb[row].astype(np.float16)))
+                final[entry.rel] = (rec, ("vec", row))
                 row += 1
                 summary.indexed += 1
             else:
@@ -470,7 +476,7 @@ def _record_batches(opts: BuildOptions, todo: list[FileEntry], batches: Iterator
 
 
 def _publish(opts: BuildOptions, clip, store: IndexDir, prev_manifest: dict | None, final: dict,
-             prev_emb: np.ndarray | None, summary: BuildSummary) -> dict[str, Any]:
+             prev_emb, spool, summary: BuildSummary) -> dict[str, Any]:
     """Write the new generation (items, embeddings, FAISS) under temp names, then swap the manifest."""
     records, sources = [], []
     for path in sorted(final):
@@ -485,7 +491,7 @@ def _publish(opts: BuildOptions, clip, store: IndexDir, prev_manifest: dict | No
     kind = opts.index_type or faiss_index.choose_index_type(n, clip.dim, opts.max_memory)
     gen = _next_generation(store, prev_manifest)
     files = _generation_files(gen, n)
-    checks, built, kind = _write_generation(store, files, records, _embedding_blocks(sources, prev_emb, clip.dim),
+    checks, built, kind = _write_generation(store, files, records, _embedding_blocks(sources, prev_emb, spool, clip.dim),
                                             n, clip.dim, kind, summary)
     model = opts.model or (prev_manifest or {}).get("model")
     manifest = {
@@ -526,19 +532,17 @@ def _generation_files(gen: int, rows: int) -> dict[str, str]:
     return files
 
 
-def _embedding_blocks(sources: list, prev_emb, dim: int, rows: int = 65536) -> Iterator[np.ndarray]:
+def _embedding_blocks(sources: list, prev_emb, spool, dim: int, rows: int = 65536) -> Iterator[np.ndarray]:
     """The new generation's embeddings, `rows` at a time: reused rows read from the previous
-    generation's shards (sorted reads), new ones from the embedded vectors."""
+    generation's shards, new ones from this build's spool (both gathered in sorted reads)."""
     for start in range(0, len(sources), rows):
         part = sources[start:start + rows]
         block = np.zeros((len(part), dim), np.float16)
-        prev = [(i, s[1]) for i, s in enumerate(part) if s[0] == "prev"]
-        if prev:
-            dst, src = map(np.asarray, zip(*prev))
-            block[dst] = prev_emb[src]
-        for i, (kind, value) in enumerate(part):
-            if kind == "vec":
-                block[i] = value
+        for kind, store in (("prev", prev_emb), ("vec", spool)):
+            pairs = [(i, s[1]) for i, s in enumerate(part) if s[0] == kind]
+            if pairs:
+                dst, src = map(np.asarray, zip(*pairs))
+                block[dst] = store[src]
         yield block
 
 

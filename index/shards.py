@@ -48,7 +48,50 @@ def _data_offset(path: Path) -> tuple[int, tuple[int, ...]]:
     return offset, shape
 
 
-class Shards:
+
+class _RowReader:
+    """Gathering by row id on top of a contiguous `rows(start, stop)` read."""
+
+    dim: int
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) as one float16 array."""
+        raise NotImplementedError
+
+    def take(self, ids: np.ndarray) -> np.ndarray:
+        """Rows at `ids` (in the given order): one read per run of consecutive sorted ids."""
+        ids = np.asarray(ids, np.int64).reshape(-1)
+        if ids.size and (ids.min() < 0 or ids.max() >= len(self)):
+            raise IndexError(f"row ids must lie in [0, {len(self)})")
+        unique, inverse = np.unique(ids, return_inverse=True)
+        out = np.empty((len(unique), self.dim), DTYPE)
+        breaks = np.flatnonzero(np.diff(unique) != 1) + 1
+        for run in np.split(np.arange(len(unique)), breaks):
+            if len(run):
+                out[run[0]:run[-1] + 1] = self.rows(int(unique[run[0]]), int(unique[run[-1]]) + 1)
+        return out[inverse.reshape(-1)]
+
+    def chunks(self, rows: int = 65536) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, float16 block) over the whole set, `rows` at a time: bounded memory for any size."""
+        for start in range(0, len(self), rows):
+            yield start, self.rows(start, start + rows)
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            start, stop, step = key.indices(len(self))
+            if step != 1:
+                return self.take(np.arange(start, stop, step))
+            return self.rows(start, stop)
+        if isinstance(key, (int, np.integer)):
+            index = int(key) + (len(self) if key < 0 else 0)
+            return self.take(np.asarray([index]))[0]
+        return self.take(np.asarray(key))
+
+
+class Shards(_RowReader):
     """Read-only view of row-concatenated float16 shards, indexable like a numpy array.
 
     Supports `len`, `.shape`, `x[i]`, `x[a:b]` (step 1) and `x[int_array]` (any order, repeats
@@ -116,35 +159,6 @@ class Shards:
             row += count
         return out
 
-    def take(self, ids: np.ndarray) -> np.ndarray:
-        """Rows at `ids` (in the given order): one read per run of consecutive sorted ids."""
-        ids = np.asarray(ids, np.int64).reshape(-1)
-        if ids.size and (ids.min() < 0 or ids.max() >= len(self)):
-            raise IndexError(f"row ids must lie in [0, {len(self)})")
-        unique, inverse = np.unique(ids, return_inverse=True)
-        out = np.empty((len(unique), self.dim), DTYPE)
-        breaks = np.flatnonzero(np.diff(unique) != 1) + 1
-        for run in np.split(np.arange(len(unique)), breaks):
-            if len(run):
-                out[run[0]:run[-1] + 1] = self.rows(int(unique[run[0]]), int(unique[run[-1]]) + 1)
-        return out[inverse.reshape(-1)]
-
-    def chunks(self, rows: int = 65536) -> Iterator[tuple[int, np.ndarray]]:
-        """(first row, float16 block) over the whole set, `rows` at a time: bounded memory for any size."""
-        for start in range(0, len(self), rows):
-            yield start, self.rows(start, start + rows)
-
-    def __getitem__(self, key):
-        if isinstance(key, slice):
-            start, stop, step = key.indices(len(self))
-            if step != 1:
-                return self.take(np.arange(start, stop, step))
-            return self.rows(start, stop)
-        if isinstance(key, (int, np.integer)):
-            index = int(key) + (len(self) if key < 0 else 0)
-            return self.take(np.asarray([index]))[0]
-        return self.take(np.asarray(key))
-
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         whole = self.rows(0, len(self))
         return whole if dtype is None else whole.astype(dtype)
@@ -163,6 +177,51 @@ def shard_names(stem: str, count: int) -> list[str]:
 
 def shard_count(rows: int, shard_rows: int | None = None) -> int:
     return max(1, -(-rows // (shard_rows or SHARD_ROWS)))
+
+
+class RowSpool(_RowReader):
+    """Rows appended to one scratch file and read back by id.
+
+    Why: a build embeds new images long before it publishes them; holding those vectors in memory
+    until then grew with the collection (10M new 512-d rows are 10 GB). The spool keeps them on
+    disk (pending/, deleted with the resume chunks once the generation is published).
+    """
+
+    def __init__(self, path: Path, dim: int) -> None:
+        self.path, self.dim, self.count = Path(path), dim, 0
+        self._handle = None
+
+    def __len__(self) -> int:
+        return self.count
+
+    def append(self, block: np.ndarray) -> int:
+        """Append `block` [k, dim]; returns the id of its first row."""
+        if self._handle is None:  # opened (and truncated) on first use: a spool lives for one build
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = open(self.path, "w+b")
+        data = np.ascontiguousarray(block, dtype=DTYPE).reshape(-1, self.dim)
+        start = self.count
+        if not len(data):
+            return start
+        self._handle.seek(start * self.dim * DTYPE.itemsize)
+        self._handle.write(memoryview(data).cast("B"))
+        self.count += len(data)
+        return start
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        start, stop = max(0, start), min(stop, self.count)
+        out = np.empty((max(0, stop - start), self.dim), DTYPE)
+        if len(out):
+            self._handle.flush()
+            got = os.preadv(self._handle.fileno(), [memoryview(out).cast("B")], start * self.dim * DTYPE.itemsize)
+            if got != out.nbytes:
+                raise ShardError(f"{self.path.name} ended while reading rows")
+        return out
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
 
 
 class ShardWriter:
