@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest_index import build, run_cli, tiny_clip_dir, write_images  # noqa: F401
+from conftest_index import rerank_index, run_cli, tiny_clip_dir, without_timings  # noqa: F401
 
 # imported before Ray, as in test_index_ray.py (hypothesis' plugin parses files at session end, which
 # fails on CPython 3.11.7 once Ray has run)
@@ -18,16 +18,7 @@ ENGINE = ["--steps", "1", "--levels", "0.5", "--seed", "2", "--device", "cpu"]
 
 @pytest.fixture(scope="module")
 def built_index(tmp_path_factory, tiny_clip_dir, tiny_sd_dir):
-    root = tmp_path_factory.mktemp("ray-queries")
-    write_images(root / "images", 12, seed=5)
-    result, _ = build(root / "images", root / "idx", tiny_clip_dir, "--model", tiny_sd_dir)
-    assert result.exit_code == 0, result.output
-    return root / "idx"
-
-
-def _without_timings(doc: dict) -> dict:
-    stats = {k: v for k, v in doc.get("stats", {}).items() if not k.endswith("_s")}
-    return {**doc, **({"stats": stats} if "stats" in doc else {})}
+    return rerank_index(tmp_path_factory.mktemp("ray-queries"), tiny_clip_dir, tiny_sd_dir, 12, 5)
 
 
 def test_ray_without_queries_is_refused_in_one_sentence(built_index):
@@ -48,7 +39,7 @@ def test_a_model_that_fails_to_load_on_the_actors_is_one_sentence_and_ray_stops(
 
 def _scoreless(doc: dict) -> dict:
     """The document without timings, rerank scores and empty-prompt pass counts (compared on their own)."""
-    doc = _without_timings(doc)
+    doc = without_timings(doc)
     stats = dict(doc.get("stats", {}))
     if stats:
         stats["own_passes"] = stats.pop("unet_passes") - stats.pop("empty_prompt_passes")
