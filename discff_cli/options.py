@@ -161,3 +161,29 @@ def pop_engine_config(kwargs: dict[str, Any]) -> EngineConfig:
     if isinstance(values["score"], tuple):
         values["score"] = values["score"][0]
     return EngineConfig(**values)
+
+
+def _check_ray(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Without the ray extra, --ray says what to install, before any model loads."""
+    if value is None:
+        return value
+    from discff_cli.errors import DiscffError
+    from index.ray_cluster import INSTALL_HINT, ray_available
+
+    if not ray_available():
+        raise DiscffError(INSTALL_HINT)
+    if not value.strip():
+        raise click.BadParameter("give local, auto or a cluster address (ray://host:10001 or host:6379)")
+    return value.strip()
+
+
+def ray_option(what: str, workers: str) -> Callable:
+    """--ray [local|auto|ADDRESS], one shape for every command that can run on Ray (index/ray_cluster.py).
+
+    `what` says what runs on Ray, `workers` what --workers then counts."""
+    return click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None,
+                        metavar="[local|auto|ADDRESS]", callback=_check_ray,
+                        help=f"{what} on Ray: 'local' (the default value) starts Ray on this machine, 'auto' "
+                             "joins the cluster in RAY_ADDRESS, or a cluster address; --workers is then the "
+                             f"number of {workers} (default: one per GPU, else one per two CPUs). Needs the ray "
+                             "extra.")

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from discff_cli.clip_resolve import load_clip_cli
 from discff_cli.errors import DiscffError
@@ -42,12 +42,124 @@ def search_document(searcher: "Searcher", query: str, top: int | None, rerank: i
                     score: str | None = None) -> dict:
     """The `discff search --json` document of one query, from a Searcher that may serve many queries."""
     results = searcher.search(query, top, rerank, progress, score)
-    doc = {"query": query, **searcher.provenance(rerank)}
-    if rerank:
-        if score:  # this query's own score family, everywhere the document names one
-            doc.update(score=score, engine={**doc["engine"], "score": score})
-        doc["stats"] = searcher.last_stats
-    return {**doc, "results": results}
+    return searcher.document(query, results, rerank, score)
+
+
+def query_documents(searcher: "Searcher", queries: Sequence, top: int | None, rerank: int | None,
+                    progress: bool = False, ray: "RayOptions | None" = None) -> Iterator[dict]:
+    """The document of every query of a `--queries` file (query_file.Query), in the file's order.
+
+    With `ray`, this process still shortlists every query (milliseconds each) and the rerank heads
+    go to a pool of Ray actors (discff_cli/ray_search.py), each running the same `Reranker` as a
+    local search; the documents are the ones a local run prints."""
+    jobs = [(q.text, q.top or top, rerank if q.rerank is None else q.rerank, q.score) for q in queries]
+    if ray is None or not any(n for _, _, n, _ in jobs):
+        for text, k, n, score in jobs:
+            yield search_document(searcher, text, k, n, progress, score)
+        return
+    yield from _ray_documents(searcher, jobs, ray)
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """`--ray ADDRESS --workers N` of `search --queries` (index/ray_cluster.py says what ADDRESS means)."""
+
+    address: str = "local"
+    workers: int | None = None
+
+
+def _ray_documents(searcher: "Searcher", jobs: list[tuple], ray: RayOptions) -> Iterator[dict]:
+    from discff_cli.ray_search import RerankPool, RerankSpec
+
+    spec = RerankSpec(searcher.rerank_model(), searcher.config, searcher.deltas, searcher.index_dir, searcher.fusion)
+    with RerankPool(spec, ray.address, ray.workers, jobs=sum(1 for job in jobs if job[2])) as pool:
+        planned = [searcher.shortlisted(text, k, n, score) for text, k, n, score in jobs]  # while actors load
+        fingerprint = pool.ready()
+        outcomes = pool.rerank([(p.query, p.head, p.family) for p in planned if p.rerank])
+        for p, (text, k, n, score) in zip(planned, jobs):
+            results = searcher.finish(p, next(outcomes) if p.rerank else None)
+            yield searcher.document(text, results, n, score, fingerprint)
+
+
+@dataclass
+class Shortlisted:
+    """One query after its shortlist: what the rerank stage (here or on a Ray actor) starts from."""
+
+    query: str
+    top: int       # rows to return
+    rerank: int    # size of the head to rerank (0: none)
+    family: str    # score family of this query
+    hits: list     # index.search.Hit, CLIP order
+    shortlist_s: float
+
+    @property
+    def head(self) -> list:
+        return self.hits[:self.rerank]
+
+
+@dataclass
+class Reranked:
+    """One query's reranked head; picklable, so a Ray actor returns exactly what a local rerank does."""
+
+    hits: list                # the readable head in the final (fused) order, then the unreadable in CLIP order
+    scores: dict[int, float]  # index row -> rerank score
+    unreadable: list          # hits whose file can no longer be decoded (not reranked)
+    unet_passes: int
+    empty_prompt_passes: int
+    seconds: float
+
+
+class Reranker:
+    """The rerank stage alone: "rerank this head for this query" with one loaded scorer.
+
+    The Searcher holds one for local searches and every Ray actor holds its own, so both compute the
+    same thing: readable check, stored latents (`--latents` indexes), one set of U-Net passes, mean
+    over conditions, fusion with CLIP.
+    """
+
+    def __init__(self, scorer, index_dir: str, fusion: Fusion) -> None:
+        self.scorer, self.index_dir, self.fusion = scorer, index_dir, fusion
+
+    def rerank(self, query: str, head: list, family: str, progress: bool = False) -> Reranked:
+        start = time.perf_counter()
+        readable, unreadable = split_readable(head)
+        passes, empty = self.scorer.unet_passes, self.scorer.empty_passes
+        values = self.readings(query, readable, (family,), progress).score(family)
+        values = values.mean(dim=1).double().numpy()
+        order = final_order([h.clip_score for h in readable], values, self.fusion.method, self.fusion.weight)
+        return Reranked(hits=[readable[i] for i in order] + unreadable,
+                        scores={h.row: float(v) for h, v in zip(readable, values)}, unreadable=unreadable,
+                        unet_passes=self.scorer.unet_passes - passes, empty_prompt_passes=self.scorer.empty_passes - empty,
+                        seconds=round(time.perf_counter() - start, 4))
+
+    def readings(self, query: str, hits: Sequence, families: Sequence[str], progress: bool = False):
+        """Readings of (hit, query) for every hit, from one set of U-Net passes (engine/scores.py)."""
+        from discff_cli.engine.latent_store import seed_from_store
+
+        paths = [h.path for h in hits]
+        seed_from_store(self.scorer, self.index_dir, paths)  # with --latents: no VAE, no empty-prompt passes
+        return self.scorer.read_pairs(paths, [query] * len(paths), families, progress=progress)
+
+
+def split_readable(hits: list) -> tuple[list, list]:
+    """Hits whose file can still be decoded, and the others (vanished or changed into garbage since indexing)."""
+    from index.imageio import ImageDecodeError, open_rgb
+
+    good, bad = [], []
+    for hit in hits:
+        try:
+            open_rgb(hit.path)
+            good.append(hit)
+        except (ImageDecodeError, OSError):
+            bad.append(hit)
+    return good, bad
+
+
+def warn_unreadable(bad: list) -> None:
+    """One warning line for the shortlisted files that could not be reranked."""
+    if bad:
+        print(f"warning: {len(bad)} shortlisted file(s) can no longer be read (first: '{bad[0].rel}'); "
+              "they are not reranked — run `discff index build` to refresh the index.", file=sys.stderr)
 
 
 class Searcher:
@@ -67,15 +179,28 @@ class Searcher:
         self.clip = load_clip_cli(clip_spec or self.index.clip_spec, config.device)
         self.model = model or self.index.manifest.get("model")
         self._scorer = None
+        self._reranker: Reranker | None = None
         self.last_stats: dict[str, Any] = {}  # timings and U-Net passes of the last search
         self._row_by_rel: dict[str, int] | None = None
+
+    def rerank_model(self) -> str:
+        """The diffusion model reranking uses (--model, else the index's)."""
+        if not self.model:
+            raise DiscffError("The index records no model for reranking; pass --model.")
+        return self.model
 
     def scorer(self):
         if self._scorer is None:
             from discff_cli.engine.scorer import load_scorer
 
-            self._scorer = load_scorer(self.model, self.config, self.deltas)
+            self._scorer = load_scorer(self.rerank_model(), self.config, self.deltas)
         return self._scorer
+
+    def reranker(self) -> Reranker:
+        """The local rerank stage (loads the diffusion model on first use)."""
+        if self._reranker is None:
+            self._reranker = Reranker(self.scorer(), self.index_dir, self.fusion)
+        return self._reranker
 
     @property
     def scorer_loaded(self) -> bool:
@@ -105,69 +230,66 @@ class Searcher:
                score: str | None = None) -> list[dict]:
         """The top rows for `query`: CLIP order, or the fused order of the reranked head
         (`score` overrides the configured score family for this query)."""
+        planned = self.shortlisted(query, top, rerank, score)
+        outcome = None
+        if planned.rerank:
+            start = time.perf_counter()
+            outcome = self.reranker().rerank(query, planned.head, planned.family, progress)
+            outcome.seconds = round(time.perf_counter() - start, 4)  # model load included (the service relies on it)
+        return self.finish(planned, outcome)
+
+    def shortlisted(self, query: str, top: int | None, rerank: int | None, score: str | None = None) -> Shortlisted:
+        """The first stage for `query`: enough CLIP hits for both the rows and the rerank head."""
         k = top or rerank or 10
         start = time.perf_counter()
         hits = self.shortlist(query, max(k, rerank or 0))
-        self.last_stats = {"shortlist_s": round(time.perf_counter() - start, 4), "rerank_s": 0.0, "unet_passes": 0}
-        clip_rank = {h.row: h.rank for h in hits}
-        scores: dict[int, float] = {}
-        if rerank:
-            hits, scores = self._reranked(query, hits, rerank, progress, score or self.config.score)
+        return Shortlisted(query, k, rerank or 0, score or self.config.score, hits,
+                           round(time.perf_counter() - start, 4))
+
+    def finish(self, planned: Shortlisted, outcome: Reranked | None) -> list[dict]:
+        """The result rows of a shortlist and its rerank (None: CLIP order); sets `last_stats`."""
+        self.last_stats = {"shortlist_s": planned.shortlist_s, "rerank_s": 0.0, "unet_passes": 0}
+        clip_rank = {h.row: h.rank for h in planned.hits}
+        hits, scores = planned.hits, {}
+        if outcome is not None:
+            warn_unreadable(outcome.unreadable)
+            hits, scores = outcome.hits + planned.hits[planned.rerank:], outcome.scores
+            self.last_stats.update(rerank_s=outcome.seconds, unet_passes=outcome.unet_passes,
+                                   empty_prompt_passes=outcome.empty_prompt_passes,
+                                   skipped=[h.rel for h in outcome.unreadable])
         return [{"rank": rank, "path": _display(hit.path), "clip_score": round(hit.clip_score, 6),
                  "clip_rank": clip_rank[hit.row], "rerank_score": scores.get(hit.row), "id": hit.row}
-                for rank, hit in enumerate(hits[:k], start=1)]
+                for rank, hit in enumerate(hits[:planned.top], start=1)]
 
-    def _reranked(self, query: str, hits: list, rerank: int, progress: bool,
-                  family: str) -> tuple[list, dict[int, float]]:
-        start = time.perf_counter()
-        head, rest = hits[:rerank], hits[rerank:]
-        readable, unreadable = self.readable(head)
-        scorer = self.scorer()
-        passes, empty = scorer.unet_passes, scorer.empty_passes
-        values = self.rerank_readings(query, readable, (family,), progress).score(family)
-        values = values.mean(dim=1).double().numpy()
-        order = final_order([h.clip_score for h in readable], values, self.fusion.method, self.fusion.weight)
-        self.last_stats.update(rerank_s=round(time.perf_counter() - start, 4), unet_passes=scorer.unet_passes - passes,
-                               empty_prompt_passes=scorer.empty_passes - empty, skipped=[h.rel for h in unreadable])
-        scores = {h.row: float(v) for h, v in zip(readable, values)}
-        return [readable[i] for i in order] + unreadable + rest, scores
+    def document(self, query: str, results: list[dict], rerank: int | None, score: str | None = None,
+                 fingerprint: str | None = None) -> dict:
+        """The --json document of one finished query (`fingerprint`: the model's, when it was loaded elsewhere)."""
+        doc = {"query": query, **self.provenance(rerank, fingerprint)}
+        if rerank:
+            if score:  # this query's own score family, everywhere the document names one
+                doc.update(score=score, engine={**doc["engine"], "score": score})
+            doc["stats"] = self.last_stats
+        return {**doc, "results": results}
 
     def rerank_readings(self, query: str, hits: Sequence, families: Sequence[str], progress: bool = False):
         """Readings of (hit, query) for every hit, from one set of U-Net passes (engine/scores.py)."""
-        from discff_cli.engine.latent_store import seed_from_store
-
-        if not self.model:
-            raise DiscffError("The index records no model for reranking; pass --model.")
-        scorer = self.scorer()
-        paths = [h.path for h in hits]
-        seed_from_store(scorer, self.index_dir, paths)  # with --latents: no VAE, no empty-prompt passes
-        return scorer.read_pairs(paths, [query] * len(paths), families, progress=progress)
+        return self.reranker().readings(query, hits, families, progress)
 
     def readable(self, hits: list) -> tuple[list, list]:
         """Hits whose file can still be decoded, and the others (vanished or changed into garbage since
         indexing): those keep their CLIP order after the reranked ones, with one warning line."""
-        from index.imageio import ImageDecodeError, open_rgb
-
-        good, bad = [], []
-        for hit in hits:
-            try:
-                open_rgb(hit.path)
-                good.append(hit)
-            except (ImageDecodeError, OSError):
-                bad.append(hit)
-        if bad:
-            print(f"warning: {len(bad)} shortlisted file(s) can no longer be read (first: '{bad[0].rel}'); "
-                  "they are not reranked — run `discff index build` to refresh the index.", file=sys.stderr)
+        good, bad = split_readable(hits)
+        warn_unreadable(bad)
         return good, bad
 
-    def provenance(self, rerank: int | None) -> dict[str, Any]:
+    def provenance(self, rerank: int | None, fingerprint: str | None = None) -> dict[str, Any]:
         """What produced the results, for --json: index, CLIP, and (when reranking) model, deltas, score, engine."""
         doc: dict[str, Any] = {"index": str(self.index.store.path), "clip": self.index.clip_spec,
                                "clip_fingerprint": self.index.manifest["clip"]["fingerprint"]}
         if rerank:
-            scorer = self.scorer()
-            doc.update(model=self.model, model_fingerprint=scorer.parts.fingerprint, deltas=self.deltas,
-                       score=self.config.score, fusion={"method": self.fusion.method, "weight": self.fusion.weight},
+            doc.update(model=self.model, model_fingerprint=fingerprint or self.scorer().parts.fingerprint,
+                       deltas=self.deltas, score=self.config.score,
+                       fusion={"method": self.fusion.method, "weight": self.fusion.weight},
                        engine=self.config.to_dict())
         return doc
 

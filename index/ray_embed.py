@@ -10,25 +10,13 @@ batches, so the index is the same whichever way it was embedded.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
-from index.errors import IndexError_
-
-INSTALL_HINT = "--ray needs Ray Data: install it with pip install -e '.[ray]' (or pip install 'ray[data]')."
-
-
-def ray_available() -> bool:
-    """Whether Ray Data can be imported (checked before any model loads)."""
-    try:
-        import ray.data  # noqa: F401
-    except ImportError:
-        return False
-    return True
+from index.ray_cluster import ray_session
 
 
 def decode_batch(batch: dict[str, np.ndarray], root: str, preprocess, max_pixels: int) -> dict[str, np.ndarray]:
@@ -95,31 +83,9 @@ class RayEmbedder:
         self.init_options = init_options or {}
 
     def __call__(self, opts, todo: list, hashes: dict) -> Iterator[tuple[np.ndarray, list[dict], float]]:
-        import ray
-
-        started = self._connect(ray)
-        try:
+        # every core decodes, so a local Ray gets them all (index/ray_cluster.py's default)
+        with ray_session(self.address, self.init_options) as ray:
             yield from self._run(ray, opts, todo, hashes)
-        finally:
-            if started:
-                ray.shutdown()
-
-    def _connect(self, ray) -> bool:
-        """Start or join Ray; True when this call started it (so it also stops it)."""
-        if ray.is_initialized():
-            return False
-        options = {"include_dashboard": False, "log_to_driver": False, **self.init_options}
-        try:
-            if self.address == "local":
-                options.setdefault("num_cpus", os.cpu_count() or 1)  # every core decodes
-                ray.init(**options)
-            else:
-                ray.init(address=None if self.address == "auto" else self.address, **options)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            where = os.environ.get("RAY_ADDRESS", "RAY_ADDRESS (unset)") if self.address == "auto" else self.address
-            raise IndexError_(f"Could not start or join Ray at '{where}' ({str(exc).splitlines()[0][:160]}); "
-                              "check the address, or use --ray local.") from None
-        return True
 
     def _run(self, ray, opts, todo: list, hashes: dict) -> Iterator[tuple[np.ndarray, list[dict], float]]:
         from ray.data import ActorPoolStrategy, DataContext

@@ -76,6 +76,20 @@ def built_folder(root: Path, clip_dir: Path, count: int, seed: int) -> Path:
     return root
 
 
+def rerank_index(root: Path, clip_dir: Path, sd_dir: Path, count: int, seed: int) -> Path:
+    """`root/idx`: `count` images of `root/images` indexed with `clip_dir`, recording `sd_dir` for --rerank."""
+    write_images(root / "images", count, seed=seed)
+    result, _ = build(root / "images", root / "idx", clip_dir, "--model", sd_dir)
+    assert result.exit_code == 0, result.output
+    return root / "idx"
+
+
+def without_timings(doc: dict) -> dict:
+    """A search --json document without its `*_s` timings (the only part that differs between equal runs)."""
+    stats = {k: v for k, v in doc.get("stats", {}).items() if not k.endswith("_s")}
+    return {**doc, **({"stats": stats} if "stats" in doc else {})}
+
+
 def read_index(index_dir: Path) -> tuple[dict, dict, np.ndarray]:
     """(manifest, {path: item record}, embeddings) straight from disk."""
     from index.store import IndexDir

@@ -7,16 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from conftest_index import build, read_index, run_cli, tiny_clip_dir, other_clip_dir, write_images  # noqa: F401
+from conftest_index import read_index, rerank_index, run_cli, tiny_clip_dir, other_clip_dir  # noqa: F401
 
 
 @pytest.fixture(scope="module")
 def built_index(tmp_path_factory, tiny_clip_dir, tiny_sd_dir):
-    root = tmp_path_factory.mktemp("search")
-    write_images(root / "images", 24, seed=5)
-    result, _ = build(root / "images", root / "idx", tiny_clip_dir, "--model", tiny_sd_dir)
-    assert result.exit_code == 0, result.output
-    return root / "idx"
+    return rerank_index(tmp_path_factory.mktemp("search"), tiny_clip_dir, tiny_sd_dir, 24, 5)
 
 
 def search_json(index_dir, query, *extra):

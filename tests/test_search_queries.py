@@ -6,23 +6,14 @@ import json
 
 import pytest
 
-from conftest_index import build, run_cli, tiny_clip_dir, write_images  # noqa: F401
+from conftest_index import rerank_index, run_cli, tiny_clip_dir, without_timings  # noqa: F401
 
 ENGINE = ["--steps", "1", "--levels", "0.5", "--seed", "2", "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")
 def built_index(tmp_path_factory, tiny_clip_dir, tiny_sd_dir):
-    root = tmp_path_factory.mktemp("queries")
-    write_images(root / "images", 16, seed=9)
-    result, _ = build(root / "images", root / "idx", tiny_clip_dir, "--model", tiny_sd_dir)
-    assert result.exit_code == 0, result.output
-    return root / "idx"
-
-
-def _without_timings(doc: dict) -> dict:
-    stats = {k: v for k, v in doc.get("stats", {}).items() if not k.endswith("_s")}
-    return {**doc, **({"stats": stats} if "stats" in doc else {})}
+    return rerank_index(tmp_path_factory.mktemp("queries"), tiny_clip_dir, tiny_sd_dir, 16, 9)
 
 
 def _single(index_dir, query: str, *extra: str) -> dict:
@@ -58,7 +49,7 @@ def test_jsonl_gives_each_query_the_document_single_search_gives(built_index, tm
                 _single(built_index, "a green triangle", "--top", "5", "--rerank", "4", "--score", "discffusion",
                         *ENGINE),
                 _single(built_index, "a red circle", "--top", "2")]
-    assert [_without_timings(d) for d in docs] == [_without_timings(d) for d in expected]
+    assert [without_timings(d) for d in docs] == [without_timings(d) for d in expected]
     assert [len(d["results"]) for d in docs] == [5, 3, 5, 2] and docs[2]["score"] == "discffusion"
     assert docs[2]["stats"]["unet_passes"] > 0 and "stats" not in docs[0]
 

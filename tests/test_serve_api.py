@@ -227,14 +227,14 @@ def test_a_vanished_file_is_left_unreranked_and_the_rest_is_reranked(client):
 
 
 def test_the_service_keeps_serving_after_a_failed_rerank(client, monkeypatch):
-    from discff_cli.pipeline import Searcher
+    from discff_cli.pipeline import Reranker
 
     def broken(*args, **kwargs):
         raise RuntimeError("the U-Net ran out of memory")
 
     from fastapi.testclient import TestClient
 
-    monkeypatch.setattr(Searcher, "rerank_readings", broken)
+    monkeypatch.setattr(Reranker, "readings", broken)
     as_a_client_sees_it = TestClient(client.app, raise_server_exceptions=False)
     assert_one_sentence(as_a_client_sees_it.get("/search", params={"q": QUERY, "rerank": 3}), 500)
     assert client.get("/search", params={"q": QUERY, "top": 3}).status_code == 200

@@ -9,7 +9,7 @@ import click
 
 from discff_cli.clip_resolve import DEFAULT_CLIP, library_errors, load_clip_cli, manifest_spec
 from discff_cli.errors import DiscffError
-from discff_cli.options import check_device, json_option
+from discff_cli.options import check_device, json_option, ray_option
 from discff_cli.render import print_json, print_table, stderr_console
 
 INDEX_TYPES = ("auto", "flat", "hnsw", "ivf_flat", "ivf_pq")
@@ -58,11 +58,7 @@ def _memory(ctx: click.Context, param: click.Parameter, value: str) -> int:
 @click.option("--rebuild", is_flag=True, help="Ignore the existing index and embed everything again.")
 @click.option("--latents", is_flag=True,
               help="Also store each image's VAE latent (float16) so `search --rerank` skips the VAE.")
-@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None,
-              metavar="[local|auto|ADDRESS]",
-              help="Decode and embed on Ray Data: 'local' (the default value) starts Ray on this machine, 'auto' "
-                   "joins the cluster in RAY_ADDRESS, or a cluster address; --workers is then the number of "
-                   "embedding actors (default: one per GPU, else one per two CPUs). Needs the ray extra.")
+@ray_option("Decode and embed", "embedding actors")
 @json_option
 def build(directory: str, index_dir: str, clip: str | None, model: str | None, device: str, batch_size: int,
           workers: int | None, max_memory: int, index_type: str, max_pixels: int | None, rebuild: bool,
@@ -73,11 +69,6 @@ def build(directory: str, index_dir: str, clip: str | None, model: str | None, d
 
     if not Path(directory).is_dir():
         raise DiscffError(f"'{directory}' is not a folder.")
-    if ray_address is not None:
-        from index.ray_embed import INSTALL_HINT, ray_available
-
-        if not ray_available():
-            raise DiscffError(INSTALL_HINT)
     existing = None if rebuild else _existing_manifest(index_dir)
     if clip is None:  # an update uses the CLIP the index was built with, as search does
         clip = existing["clip"]["spec"] if existing else DEFAULT_CLIP

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import click
 
 from discff_cli.clip_resolve import library_errors
 from discff_cli.commands.index_cmd import index_option
 from discff_cli.errors import DiscffError
-from discff_cli.options import deltas_option, engine_options, fusion_options, json_option, pop_engine_config
-from discff_cli.pipeline import Fusion, Searcher, run_search, search_document
+from discff_cli.options import (deltas_option, engine_options, fusion_options, json_option, pop_engine_config,
+                                ray_option)
+from discff_cli.pipeline import Fusion, RayOptions, Searcher, query_documents, run_search
 from discff_cli.query_file import read_queries
-from discff_cli.render import print_json, print_json_line, print_table
+from discff_cli.render import print_json, print_json_line, print_table, stderr_console
 
 
 @click.command()
@@ -28,10 +31,13 @@ from discff_cli.render import print_json, print_json_line, print_table
               help="CLIP to encode the query; must be the one the index was built with (default: the index's).")
 @engine_options(model_default=None)
 @deltas_option
+@ray_option("With --queries, rerank", "rerank actors, each loading the diffusion model once")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="With --ray: the number of rerank actors.")
 @json_option
 def search(query: str | None, queries_file: str | None, index_dir: str, top: int | None, rerank: int | None,
-           fusion: str, fusion_weight: float, clip: str | None, model: str | None, deltas: str | None, as_json: bool,
-           **engine: object) -> None:
+           fusion: str, fusion_weight: float, clip: str | None, model: str | None, deltas: str | None,
+           ray_address: str | None, workers: int | None, as_json: bool, **engine: object) -> None:
     """Find the images of the index that best match QUERY (or each query of --queries FILE)."""
     if queries_file is not None:
         if query is not None:
@@ -39,6 +45,10 @@ def search(query: str | None, queries_file: str | None, index_dir: str, top: int
         queries = read_queries(queries_file)
     elif query is None:
         raise DiscffError("Give the text to search for, e.g. discff search \"a red cube\", or --queries FILE.")
+    if ray_address is not None and queries_file is None:
+        raise DiscffError("--ray spreads the reranking of many queries; use it with --queries FILE.")
+    if workers is not None and ray_address is None:
+        raise DiscffError("--workers is the number of Ray rerank actors; use it with --ray.")
     if query is not None and not query.strip():
         raise DiscffError("The query is empty; give the text to search for, e.g. discff search \"a red cube\".")
     config = pop_engine_config(engine)
@@ -47,15 +57,15 @@ def search(query: str | None, queries_file: str | None, index_dir: str, top: int
 
         model = model_for_deltas(model, deltas, given=model is not None)
     if queries_file is not None:
+        ray = None if ray_address is None else RayOptions(ray_address, workers)
         with library_errors():
             searcher = Searcher(index_dir, clip, model, deltas, config, Fusion(fusion, fusion_weight))
-            for q in queries:
-                doc = search_document(searcher, q.text, q.top or top, rerank if q.rerank is None else q.rerank,
-                                      progress=not as_json, score=q.score)
+            docs = query_documents(searcher, queries, top, rerank, progress=not as_json and ray is None, ray=ray)
+            for doc in counted(docs, len(queries), enabled=ray is not None and not as_json):
                 if as_json:
                     print_json_line(doc)
                 else:
-                    render_results(q.text, doc["results"], doc)
+                    render_results(doc["query"], doc["results"], doc)
         return
     with library_errors():
         results, provenance = run_search(query, index_dir, top, rerank, clip, model, deltas, config,
@@ -64,6 +74,18 @@ def search(query: str | None, queries_file: str | None, index_dir: str, top: int
         print_json({"query": query, **provenance, "results": results})
         return
     render_results(query, results, provenance)
+
+
+def counted(docs: Iterator[dict], total: int, enabled: bool) -> Iterator[dict]:
+    """`docs`, with a bar on stderr counting finished queries (the Ray actors show none of their own)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("queries"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=stderr_console(), disable=not enabled, transient=True) as bar:
+        task = bar.add_task("queries", total=total)
+        for doc in docs:
+            yield doc
+            bar.advance(task)
 
 
 def render_results(query: str, results: list[dict], provenance: dict) -> None:
