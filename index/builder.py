@@ -580,8 +580,10 @@ def _write_generation(store: IndexDir, files: dict[str, str], records: list[dict
             writer.write(block)
         writer.close()
         emb = Shards(shard_paths)
-        built, kind = _build_faiss(emb, kind, summary)
-        emb.close()
+        try:
+            built, kind = _build_faiss(emb, kind, summary)
+        finally:
+            emb.close()  # its descriptors would keep the removed files of a failed build on disk
         with atomic_path(store.path / files["faiss"]) as tmp:
             faiss_index.write(built.index, tmp)
         return {key: file_check(store.path / name) for key, name in files.items()}, built, kind

@@ -34,13 +34,19 @@ def _read_meta(index_dir: Path) -> dict[str, Any] | None:
         return None
 
 
-def _load_array(index_dir: Path, rows: int) -> np.ndarray | None:
-    """latents.npy memory-mapped, or None when it is truncated, garbage or not `rows` long."""
+def _load_rows(index_dir: Path, name: str, ndim: int, rows: int) -> np.ndarray | None:
+    """`name` memory-mapped, or None when it is missing, truncated, garbage or not `rows` long
+    (the caller then recomputes what it held)."""
     try:
-        array = np.load(index_dir / ARRAY, mmap_mode="r", allow_pickle=False)
+        array = np.load(index_dir / name, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError):
         return None
-    return array if array.ndim == 4 and array.shape[0] == rows else None
+    return array if array.ndim == ndim and array.shape[0] == rows else None
+
+
+def _load_array(index_dir: Path, rows: int) -> np.ndarray | None:
+    """latents.npy: [rows, channels, height, width]."""
+    return _load_rows(index_dir, ARRAY, 4, rows)
 
 
 def _compatible(meta: dict[str, Any] | None, scorer: Any) -> bool:
@@ -108,12 +114,8 @@ def _stored_empty(index_dir: Path, meta: dict[str, Any] | None, scorer: Any, gri
 
 
 def _load_empty(index_dir: Path, rows: int) -> np.ndarray | None:
-    """empty.npy memory-mapped, or None when it is missing, damaged or not `rows` long (then recomputed)."""
-    try:
-        values = np.load(index_dir / EMPTY, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError, EOFError):
-        return None
-    return values if values.ndim == 2 and values.shape[0] == rows else None
+    """empty.npy: [rows, conditions]."""
+    return _load_rows(index_dir, EMPTY, 2, rows)
 
 
 def _atomic_save(index_dir: Path, array: np.ndarray, empty: np.ndarray, meta: dict[str, Any]) -> None:
