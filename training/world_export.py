@@ -39,26 +39,27 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def export_eval(out_dir: Path, n_per_tag: int = 200, seed: int = 0) -> dict[str, int]:
+def export_eval(out_dir: Path, n_per_tag: int = 200, seed: int = 0, split: str = "test") -> dict[str, int]:
     """Write single_object.jsonl, attribute_swap.jsonl, relation_swap.jsonl, shape_swap.jsonl
     (one image, several texts, an answer) and winoground.jsonl (2 images x 2 texts per swap
-    tag) from the test split. Returns the number of items per file."""
+    tag) from `split` (the test split; "val" for the held-out curve a training run watches).
+    Returns the number of items per file."""
     out_dir = Path(out_dir)
     img_dir = out_dir / "images"
     img_dir.mkdir(parents=True, exist_ok=True)
     rows: dict[str, list[dict]] = {"single_object": [], "single_object_t2i": [], "winoground": [],
                                    **{t: [] for t in SWAP_TAGS}}
     singles = []
-    for i, ex in w.iter_split("test", n_per_tag, seed, n_objects=1):
-        name = f"images/test_{i:05d}.png"
+    for i, ex in w.iter_split(split, n_per_tag, seed, n_objects=1):
+        name = f"images/{split}_{i:05d}.png"
         ex.image.save(out_dir / name)
         singles.append((name, w.captions(ex.scene)[0]))
         rows["single_object"].append({"image": name, "texts": SINGLE_CAPTIONS,
                                       "answer": SINGLE_CAPTIONS.index(w.captions(ex.scene)[0]),
                                       "tag": "single_object"})
-    rows["single_object_t2i"] = _text_to_image_rows(out_dir, singles, seed)
-    for i, ex in w.iter_split("test", n_per_tag, seed, n_objects=2):
-        name = f"images/test_{i:05d}.png"
+    rows["single_object_t2i"] = _text_to_image_rows(out_dir, singles, seed, split)
+    for i, ex in w.iter_split(split, n_per_tag, seed, n_objects=2):
+        name = f"images/{split}_{i:05d}.png"
         ex.image.save(out_dir / name)
         rng = random.Random(f"discff-world/export/{seed}/{i}")
         negatives = w.hard_negatives(ex.scene)
@@ -69,7 +70,7 @@ def export_eval(out_dir: Path, n_per_tag: int = 200, seed: int = 0) -> dict[str,
             texts = [true, false] if answer == 0 else [false, true]
             rows[tag].append({"image": name, "texts": texts, "answer": answer, "tag": tag})
             other = _counterpart(ex.scene, tag, rng)
-            other_name = f"images/test_{i:05d}_{tag}.png"
+            other_name = f"images/{split}_{i:05d}_{tag}.png"
             w.render(other, rng).save(out_dir / other_name)
             # The counterpart's own caption in the same template as `false` describes it truly.
             rows["winoground"].append({"images": [name, other_name], "texts": [true, w.captions(other)[j]],
@@ -79,17 +80,17 @@ def export_eval(out_dir: Path, n_per_tag: int = 200, seed: int = 0) -> dict[str,
     return {key: len(items) for key, items in rows.items()}
 
 
-def _text_to_image_rows(out_dir: Path, singles: list[tuple[str, str]], seed: int) -> list[dict]:
+def _text_to_image_rows(out_dir: Path, singles: list[tuple[str, str]], seed: int, split: str) -> list[dict]:
     """Text -> image items: each single-object caption against one image of every colour x shape
     (12 candidates), its own image the answer. Distractors come from the test split's other
     single-object scenes, so every candidate is a real test image."""
     pool: dict[str, list[str]] = {}
     for name, caption in singles:
         pool.setdefault(caption, []).append(name)
-    extra = iter(w.iter_split("test", 10 * len(SINGLE_CAPTIONS) + len(singles), seed, n_objects=1))
+    extra = iter(w.iter_split(split, 10 * len(SINGLE_CAPTIONS) + len(singles), seed, n_objects=1))
     while any(caption not in pool for caption in SINGLE_CAPTIONS):
         i, ex = next(extra)
-        caption, name = w.captions(ex.scene)[0], f"images/test_{i:05d}.png"
+        caption, name = w.captions(ex.scene)[0], f"images/{split}_{i:05d}.png"
         if caption not in pool:
             ex.image.save(out_dir / name)
             pool[caption] = [name]
@@ -145,6 +146,8 @@ def main(argv: list[str] | None = None) -> None:
     ev.add_argument("dir", type=Path)
     ev.add_argument("--n-per-tag", type=int, default=200)
     ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--split", choices=("test", "val"), default="test",
+                    help="val: held-out scenes for a training run's curve (the test split stays unseen)")
     fs = sub.add_parser("export-fewshot", help="write a few-shot tuning JSONL from the train split")
     fs.add_argument("file", type=Path)
     fs.add_argument("--fraction", type=float, default=0.05)
@@ -153,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="only two-object scenes, with only their attribute/relation/shape swaps as negatives")
     args = parser.parse_args(argv)
     if args.cmd == "export-eval":
-        counts = export_eval(args.dir, args.n_per_tag, args.seed)
+        counts = export_eval(args.dir, args.n_per_tag, args.seed, args.split)
         for key, n in counts.items():
             print(f"{args.dir / (key + '.jsonl')}: {n} items")
     else:
