@@ -130,7 +130,8 @@ class Run:
         groups = [{"params": list(self.unet.parameters()), "lr": cfg.unet_lr, "base_lr": cfg.unet_lr},
                   {"params": list(self.text_encoder.parameters()), "lr": cfg.text_lr, "base_lr": cfg.text_lr}]
         self.params = [p for g in groups for p in g["params"]]
-        self.opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, foreach=True)
+        self.opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, foreach=device.type != "cuda",
+                                     fused=device.type == "cuda")
         self.ema = [p.detach().clone() for p in self.params]
         self.gen = torch.Generator(device).manual_seed(cfg.seed + 7)
         self.rng = random.Random(cfg.seed + 11)
@@ -199,21 +200,25 @@ def train_step(run: Run, data: "Data", cfg: CompositionConfig) -> dict:
             neg.append(false)
             tags.append(tag)
             neg_rows.append(row)
-    z = (data.lat_mean[idx] + data.lat_std[idx] * torch.randn(data.lat_mean[idx].shape, generator=run.gen)) * data.scaling
+    dev, gen = run.device, run.gen
+    z = (data.lat_mean[idx] + data.lat_std[idx] * torch.randn(data.lat_mean[idx].shape, generator=gen, device=dev))
+    z = z * data.scaling
     b = len(idx)
-    t = torch.randint(0, data.ac.numel(), (b,), generator=run.gen)
-    noise = torch.randn(z.shape, generator=run.gen)
-    level = data.levels[torch.randint(len(data.levels), (b,), generator=run.gen)]
-    s = torch.where(torch.rand(b, generator=run.gen) < cfg.level_share, level, torch.ones(b)).view(-1, 1, 1, 1)
+    t = torch.randint(0, data.ac.numel(), (b,), generator=gen, device=dev)
+    noise = torch.randn(z.shape, generator=gen, device=dev)
+    level = data.levels[torch.randint(len(data.levels), (b,), generator=gen, device=dev)]
+    share = torch.rand(b, generator=gen, device=dev) < cfg.level_share
+    s = torch.where(share, level, torch.ones(b, device=dev)).view(-1, 1, 1, 1)
     a = data.ac[t].view(-1, 1, 1, 1)
     zt = a.sqrt() * z + (1 - a).sqrt() * s * noise
     target = s * noise
-    rows = torch.tensor(neg_rows, dtype=torch.long)
+    rows = torch.tensor(neg_rows, dtype=torch.long, device=dev)
     zt_all, t_all, target_all = torch.cat([zt, zt[rows]]), torch.cat([t, t[rows]]), torch.cat([target, target[rows]])
     if cfg.channels_last:
         zt_all = zt_all.contiguous(memory_format=torch.channels_last)
-    enc = run.text_encoder(data.tokens(pos + neg))[0]
-    pred = run.unet(zt_all, t_all, enc).sample
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+        enc = run.text_encoder(data.tokens(pos + neg).to(dev))[0]
+        pred = run.unet(zt_all, t_all, enc).sample
     err = ((pred.float() - target_all) ** 2).mean(dim=(1, 2, 3))
     loss_mse = err[:b].mean()
     gap = torch.log(err[b:]) - torch.log(err[rows])        # > 0: the true caption denoises better
@@ -265,8 +270,8 @@ class Data:
         log(f"rendered and encoded {len(self.scenes)} train scenes in {time.time() - t0:.0f}s")
         self.scaling = float(run.vae.config.scaling_factor)
         sched = DDPMScheduler(**{k: v for k, v in SCHEDULER_CONFIG.items() if k not in ("set_alpha_to_one", "steps_offset")})
-        self.ac = sched.alphas_cumprod.float()
-        self.levels = torch.tensor([float(x) for x in cfg.levels.split(",")])
+        self.ac = sched.alphas_cumprod.float().to(run.device)
+        self.levels = torch.tensor([float(x) for x in cfg.levels.split(",")], device=run.device)
         self.tokens = Tokens(CLIPTokenizer.from_pretrained(str(BUNDLED / "tokenizer")))
         self.sampler = SceneSampler(self.scenes, run.device)
 
@@ -292,7 +297,7 @@ def export_proxy(dir_: Path, n_per_tag: int) -> Path:
 def proxy_eval(model_dir: Path, proxy: Path, steps: int) -> dict:
     """The product's own `discff eval --score denoise` on the val swaps: accuracy and Winoground text."""
     cmd = [sys.executable, "-m", "discff_cli", "eval", str(proxy), "--model", str(model_dir), "--no-clip",
-           "--score", "denoise", "--steps", str(steps), "--device", "cpu", "--json"]
+           "--score", "denoise", "--steps", str(steps), "--device", "auto", "--json"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return summarise_eval(json.loads(out))
 
@@ -347,7 +352,8 @@ def save_ema_pipeline(run: Run, out: Path) -> None:
 
 
 def train(cfg: CompositionConfig, run_dir: Path, results: Path, init_from: Path, hours: float,
-          ckpt_every: float, eval_every: float, eval_n: int, eval_steps: int, workers: int, threads: int = 1) -> None:
+          ckpt_every: float, eval_every: float, eval_n: int, eval_steps: int, workers: int, threads: int = 1,
+          device: str = "cpu") -> None:
     import torch
 
     torch.manual_seed(cfg.seed)
@@ -355,7 +361,7 @@ def train(cfg: CompositionConfig, run_dir: Path, results: Path, init_from: Path,
     run_dir.mkdir(parents=True, exist_ok=True)
     results.mkdir(parents=True, exist_ok=True)
     log = _logger(results)
-    run = Run(cfg, init_from, run_dir, torch.device("cpu"))
+    run = Run(cfg, init_from, run_dir, torch.device(device))
     resumed = run.load()
     log(f"{'resumed at step ' + str(run.step) if resumed else 'new run from ' + str(init_from)}; config {cfg.to_dict()}")
     (results / "hparams.json").write_text(json.dumps({"config": cfg.to_dict(), "init_from": str(init_from)}, indent=2) + "\n")
@@ -432,6 +438,7 @@ def parse_args(argv=None) -> tuple[CompositionConfig, argparse.Namespace]:
     p.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1))
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads; 1 wastes least on a shared 2-core machine (no spinning at barriers)")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda when a GPU is lent (the same recipe at a larger --batch)")
     p.add_argument("--export", type=Path, default=None, help="write the run's EMA model here and exit")
     for f in fields(CompositionConfig):
         default = getattr(CompositionConfig(), f.name)
@@ -454,7 +461,7 @@ def main(argv=None) -> None:
         print(f"wrote {args.export} (EMA weights of step {run.step})")
         return
     train(cfg, args.run, args.results, args.init_from, args.hours, args.ckpt_every, args.eval_every,
-          args.eval_n, args.eval_steps, args.workers, args.threads)
+          args.eval_n, args.eval_steps, args.workers, args.threads, args.device)
 
 
 if __name__ == "__main__":
