@@ -294,10 +294,10 @@ def export_proxy(dir_: Path, n_per_tag: int) -> Path:
     return out
 
 
-def proxy_eval(model_dir: Path, proxy: Path, steps: int) -> dict:
+def proxy_eval(model_dir: Path, proxy: Path, steps: int, levels: str) -> dict:
     """The product's own `discff eval --score denoise` on the val swaps: accuracy and Winoground text."""
     cmd = [sys.executable, "-m", "discff_cli", "eval", str(proxy), "--model", str(model_dir), "--no-clip",
-           "--score", "denoise", "--steps", str(steps), "--device", "auto", "--json"]
+           "--score", "denoise", "--steps", str(steps), "--levels", levels, "--device", "auto", "--json"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return summarise_eval(json.loads(out))
 
@@ -353,7 +353,7 @@ def save_ema_pipeline(run: Run, out: Path) -> None:
 
 def train(cfg: CompositionConfig, run_dir: Path, results: Path, init_from: Path, hours: float,
           ckpt_every: float, eval_every: float, eval_n: int, eval_steps: int, workers: int, threads: int = 1,
-          device: str = "cpu") -> None:
+          device: str = "cpu", eval_levels: str = "0.5") -> None:
     import torch
 
     torch.manual_seed(cfg.seed)
@@ -370,7 +370,7 @@ def train(cfg: CompositionConfig, run_dir: Path, results: Path, init_from: Path,
     data = Data(cfg, run, workers, log)
     proxy = export_proxy(run_dir / "proxy", eval_n)
     if not resumed:
-        _record_proxy(run, init_from, proxy, eval_steps, results, log)
+        _record_proxy(run, init_from, proxy, eval_steps, eval_levels, results, log)
     t_start, last_ckpt, last_eval = time.time(), time.time(), time.time()
     acc: list[dict] = []
     with StopFlag() as stop:
@@ -389,7 +389,7 @@ def train(cfg: CompositionConfig, run_dir: Path, results: Path, init_from: Path,
             if time.time() - last_eval > eval_every:
                 run.save()
                 save_ema_pipeline(run, run_dir / "ema_model")
-                _record_proxy(run, run_dir / "ema_model", proxy, eval_steps, results, log)
+                _record_proxy(run, run_dir / "ema_model", proxy, eval_steps, eval_levels, results, log)
                 last_eval = time.time()
     run.save()
     save_ema_pipeline(run, run_dir / "ema_model")
@@ -413,10 +413,10 @@ def _record_curve(run: Run, acc: list[dict], results: Path, log) -> None:
 _record_curve.last = 0.0
 
 
-def _record_proxy(run: Run, model_dir: Path, proxy: Path, steps: int, results: Path, log) -> None:
+def _record_proxy(run: Run, model_dir: Path, proxy: Path, steps: int, levels: str, results: Path, log) -> None:
     t0 = time.time()
     try:
-        flat = proxy_eval(model_dir, proxy, steps)
+        flat = proxy_eval(model_dir, proxy, steps, levels)
     except subprocess.CalledProcessError as exc:
         log(f"proxy eval failed: {exc.stderr.strip()[-500:]}")
         return
@@ -435,6 +435,7 @@ def parse_args(argv=None) -> tuple[CompositionConfig, argparse.Namespace]:
     p.add_argument("--eval-every", type=float, default=1200.0, help="seconds between held-out proxy evals")
     p.add_argument("--eval-n", type=int, default=40, help="val items per swap tag in the proxy")
     p.add_argument("--eval-steps", type=int, default=5, help="DDIM steps of the proxy's denoise score")
+    p.add_argument("--eval-levels", default="0.5", help="noise levels of the proxy's denoise score (the README eval grid)")
     p.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1))
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads; 1 wastes least on a shared 2-core machine (no spinning at barriers)")
@@ -461,7 +462,7 @@ def main(argv=None) -> None:
         print(f"wrote {args.export} (EMA weights of step {run.step})")
         return
     train(cfg, args.run, args.results, args.init_from, args.hours, args.ckpt_every, args.eval_every,
-          args.eval_n, args.eval_steps, args.workers, args.threads, args.device)
+          args.eval_n, args.eval_steps, args.workers, args.threads, args.device, args.eval_levels)
 
 
 if __name__ == "__main__":
