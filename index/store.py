@@ -5,7 +5,9 @@ Layout (one generation of data files is live at a time; the manifest names them)
     manifest.json            format version, CLIP spec + fingerprint, counts, FAISS type/params/recall,
                              and each data file's size and BLAKE2b (`checks`)
     manifest.backup.json     a copy of the last published manifest (repairs a damaged manifest.json)
-    items-<gen>.parquet      one row per file seen: path, size, mtime_ns, hash, width, height, status, error, row
+    items-<gen>.parquet      one row per file seen, sorted by path: path, size, mtime_ns, hash, width, height,
+                             status, error, row, and for a tar member its shard and offset; caption and json
+                             hold the sample's txt/json beside the image (index/records.py)
     embeddings-<gen>.npy     float16 [count, dim], row i = item with row == i; above SHARD_ROWS (1M)
     embeddings-<gen>-<k>.npy rows, further shards of the same matrix (index/shards.py), named in the
                              manifest as "embeddings.<k>"
@@ -31,11 +33,11 @@ from typing import Any, Iterator
 import numpy as np
 
 from index.errors import IndexLocked, IndexMissing
+from index.records import ITEM_COLUMNS, ITEM_SCHEMA, NEW_COLUMNS
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 BACKUP = "manifest.backup.json"   # a copy of the last published manifest, for repairing a damaged one
-ITEM_COLUMNS = ("path", "size", "mtime_ns", "hash", "width", "height", "status", "error", "row")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -172,7 +174,9 @@ class IndexDir:
 
         try:
             table = pq.read_table(self.file(manifest, "items"))
-            items = Items({c: table.column(c).to_pylist() for c in ITEM_COLUMNS})
+            n = table.num_rows  # a table written before shards has no shard/offset/caption/json columns
+            items = Items({c: table.column(c).to_pylist() if c in table.column_names or c not in NEW_COLUMNS
+                           else [None] * n for c in ITEM_COLUMNS})
         except FileNotFoundError:
             raise self._damaged(manifest, "items", "is missing") from None
         except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, KeyError... for a damaged file
@@ -207,10 +211,7 @@ class IndexDir:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        schema = pa.schema([("path", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64()),
-                            ("hash", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
-                            ("status", pa.string()), ("error", pa.string()), ("row", pa.int64())])
-        table = pa.table({c: items.columns[c] for c in ITEM_COLUMNS}, schema=schema)
+        table = pa.table({c: items.columns[c] for c in ITEM_COLUMNS}, schema=ITEM_SCHEMA)
         with atomic_path(self.path / name) as tmp:
             pq.write_table(table, tmp)
 
