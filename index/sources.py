@@ -48,6 +48,8 @@ def resolve_source(text: str) -> Collection:
     else:
         raise IndexError_(f"'{text}' is not a folder, a tar shard, a shard pattern such as "
                           "'shards/{00000..00009}.tar', or a list file of shards.")
+    if not any(p.exists() for p in shards):  # some missing: each is recorded as not found; all: a typo
+        raise IndexError_(f"'{text}' names no shard that exists ({shards[0]}{', ...' if len(shards) > 1 else ''}).")
     # folders resolved (the root is compared across builds), the shard names kept as written
     shards = sorted({Path(os.path.realpath(Path(p).parent)) / Path(p).name for p in shards})
     root = Path(os.path.commonpath([str(p.parent) for p in shards]))

@@ -179,3 +179,10 @@ def read_member(path: str | Path) -> bytes | None:
     shard, name = found
     member = find_member(shard, name)
     return read_range(shard, member.offset, member.size)
+
+
+def holder(path: str | Path) -> Path:
+    """The file on disk that holds `path`'s bytes: the path itself, or the shard of a member path
+    (its size and mtime then tell whether the member may have changed)."""
+    found = split_member_path(path)
+    return fs_path(found[0] if found else path)

@@ -1,0 +1,202 @@
+"""Webdataset tar shards as a collection: members read in place, the same search results as the same
+images as loose files, damage recorded per member, captions kept, and updates that re-embed only
+what changed in the changed shard."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest_index import build, read_index, run_cli, tiny_clip_dir  # noqa: F401
+
+QUERIES = ("a red square", "green", "two blue circles")
+
+
+def _jpeg(seed: int, size=(64, 48)) -> bytes:
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(arr).save(buffer, format="JPEG" if seed % 2 == 0 else "PNG")
+    return buffer.getvalue()
+
+
+def _name(i: int) -> str:
+    """Member names as webdataset writes them: keys with folders, some with dots inside the key."""
+    ext = "jpg" if i % 2 == 0 else "png"
+    return f"part{i % 3}/sample{i:03d}.v2.{ext}" if i % 4 == 0 else f"part{i % 3}/sample{i:03d}.{ext}"
+
+
+def _write_shard(path: Path, members: list[tuple[str, bytes]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(data), 1_700_000_000
+            tar.addfile(info, io.BytesIO(data))
+
+
+def _sample(i: int) -> list[tuple[str, bytes]]:
+    stem = _name(i).rsplit(".", 1)[0]
+    return [(_name(i), _jpeg(i)), (f"{stem}.txt", f"caption of sample {i}".encode()),
+            (f"{stem}.json", json.dumps({"i": i, "source": "test"}).encode()), (f"{stem}.cls", b"3")]
+
+
+def _collection(root: Path) -> tuple[Path, Path]:
+    """(shards folder, loose folder) holding the same 14 readable images.
+
+    Shards 0-2 hold five samples each (image + txt + json + cls); shard 1 also holds a "jpg" that
+    is text. Shard 3 is cut short inside its third image: its first two are readable, the rest not.
+    """
+    shards, loose = root / "shards", root / "loose"
+    for s in range(3):
+        members = [m for i in range(5 * s, 5 * s + 5) for m in _sample(i)]
+        if s == 1:
+            members.append(("notes/readme.jpg", b"this is not an image"))
+        _write_shard(shards / f"{s:05d}.tar", members[: len(members) - 4 * (s == 2)])  # shard 2: 4 samples
+    _write_shard(shards / "00003.tar", [m for i in (14, 15, 16) for m in _sample(i)])
+    data = (shards / "00003.tar").read_bytes()
+    cut = data.index(_jpeg(16)) + 100  # inside the third image's bytes
+    (shards / "00003.tar").write_bytes(data[:cut])
+    for i in [*range(14), 14, 15]:
+        file = loose / _name(i)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_bytes(_jpeg(i))
+    return shards, loose
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, tiny_clip_dir):
+    root = tmp_path_factory.mktemp("tars")
+    shards, loose = _collection(root)
+    pattern = str(shards / "{00000..00003}.tar")
+    for source, index in ((pattern, "by_pattern"), (loose, "loose")):
+        result, summary = build(source, root / index, tiny_clip_dir, "--batch-size", "4")
+        assert result.exit_code == 0, result.output
+    return root, shards
+
+
+def _search(index: Path, query: str) -> list[tuple[str, float]]:
+    result = run_cli("search", query, "--index", index, "--json", "--top", "20")
+    assert result.exit_code == 0, result.output
+    return [(r["path"], r["clip_score"]) for r in json.loads(result.stdout)["results"]]
+
+
+def _member_of(rel: str) -> str:
+    return rel.split(".tar/", 1)[1]
+
+
+def test_shards_index_to_the_same_search_results_as_the_same_images_as_loose_files(built):
+    root, shards = built
+    for query in QUERIES:
+        from_shards = _search(root / "by_pattern", query)
+        loose = _search(root / "loose", query)
+        assert len(from_shards) == len(loose) == 16
+        assert [_member_of(p) for p, _ in from_shards] == [str(Path(p).relative_to(root / "loose")) for p, _ in loose]
+        assert np.allclose([s for _, s in from_shards], [s for _, s in loose], atol=1e-4)  # float16 rows, other batches
+
+
+def test_damage_is_recorded_per_member_and_non_images_are_not_indexed(built):
+    root, _ = built
+    manifest, items, _ = read_index(root / "by_pattern")
+    assert manifest["count"] == 16
+    cut = items[f"00003.tar/{_name(16)}"]
+    assert cut["status"] == "error" and "cut short" in cut["error"]
+    text = items["00001.tar/notes/readme.jpg"]
+    assert text["status"] == "error" and "not a recognised image format" in text["error"]
+    assert not any(path.endswith((".cls", ".txt", ".json")) for path in items)  # fields of a sample, not images
+
+
+def test_members_keep_shard_offset_caption_and_json_and_read_in_place(built):
+    from index.imageio import image_bytes, open_rgb
+
+    root, shards = built
+    _, items, _ = read_index(root / "by_pattern")
+    rec = items[f"00000.tar/{_name(4)}"]  # a key with a dot inside
+    assert rec["shard"] == "00000.tar" and rec["caption"] == "caption of sample 4"
+    assert json.loads(rec["json"]) == {"i": 4, "source": "test"}
+    data = (shards / "00000.tar").read_bytes()
+    assert data[rec["offset"]:rec["offset"] + rec["size"]] == _jpeg(4)
+    hit = _search(root / "by_pattern", "green")[0][0]  # an absolute path into a shard, as search prints it
+    assert image_bytes(hit) == (root / "loose" / _member_of(hit)).read_bytes()
+    assert open_rgb(hit).size == Image.open(root / "loose" / _member_of(hit)).size
+
+
+def test_a_list_file_and_a_folder_of_shards_name_the_same_collection(built, tiny_clip_dir, tmp_path):
+    root, shards = built
+    listed = tmp_path / "shards.txt"
+    listed.write_text("# my shards\n" + "".join(f"{shards / f'{s:05d}.tar'}\n" for s in range(4)))
+    for source in (listed, shards):
+        result, summary = build(source, tmp_path / f"idx-{Path(source).name}", tiny_clip_dir)
+        assert result.exit_code == 0, result.output
+        assert summary["indexed"] == 16 and summary["skipped"] == 2
+        got, expected = _search(tmp_path / f"idx-{Path(source).name}", "green"), _search(root / "by_pattern", "green")
+        assert [p for p, _ in got] == [p for p, _ in expected]
+        assert np.allclose([s for _, s in got], [s for _, s in expected], atol=1e-4)
+
+
+def test_bad_sources_are_one_sentence(tmp_path, tiny_clip_dir):
+    for source, words in ((tmp_path / "none-{0..3}.tar", "names no shard that exists"), (tmp_path / "missing", "is not a folder"),
+                          ("http://host/{0..1}.tar", "copy them to a local folder")):
+        result = run_cli("index", "build", source, "--index", tmp_path / "idx", "--clip", tiny_clip_dir)
+        assert result.exit_code != 0 and words in result.output and "Traceback" not in result.output
+
+
+def test_an_update_after_one_shard_changes_re_embeds_only_it(built, tiny_clip_dir, tmp_path):
+    root, original = built
+    shards = tmp_path / "shards"
+    shutil.copytree(original, shards)
+    first, summary = build(shards, tmp_path / "idx", tiny_clip_dir)
+    assert first.exit_code == 0 and summary["indexed"] == 16
+
+    # shard 1 re-packed: one image replaced, one sample added, the rest the same bytes at new offsets
+    members = [m for i in range(5, 10) for m in _sample(i)]
+    members[0] = (_name(5), _jpeg(105))
+    _write_shard(shards / "00001.tar", members + _sample(99))
+    (shards / "00002.tar").unlink()  # a vanished shard is dropped
+    again, summary = build(shards, tmp_path / "idx", tiny_clip_dir)
+    assert again.exit_code == 0, again.output
+    assert summary["indexed"] == 2  # the replaced image and the new one: nothing else was embedded
+    assert summary["unchanged"] == 16 - 4 - 1 and summary["removed"] == 4
+    _, items, _ = read_index(tmp_path / "idx")
+    assert not any(p.startswith("00002.tar/") for p in items)
+    moved = items[f"00001.tar/{_name(6)}"]
+    assert (shards / "00001.tar").read_bytes()[moved["offset"]:moved["offset"] + moved["size"]] == _jpeg(6)
+    assert items[f"00001.tar/{_name(99)}"]["caption"] == "caption of sample 99"
+
+
+def test_shards_written_by_webdataset_are_indexed(tmp_path, tiny_clip_dir):
+    wds = pytest.importorskip("webdataset")
+    shards = tmp_path / "wds"
+    shards.mkdir()
+    for s in range(2):
+        with wds.TarWriter(str(shards / f"train-{s:06d}.tar")) as sink:
+            for i in range(3):
+                sink.write({"__key__": f"batch{s}/{s * 3 + i:09d}", "jpg": Image.fromarray(
+                    np.full((40, 30, 3), 40 * i + s, np.uint8)), "txt": f"a grey picture {s}-{i}",
+                    "json": {"width": 30}})
+    result, summary = build(str(shards / "train-{000000..000001}.tar"), tmp_path / "idx", tiny_clip_dir)
+    assert result.exit_code == 0, result.output
+    assert summary["indexed"] == 6 and summary["skipped"] == 0
+    _, items, _ = read_index(tmp_path / "idx")
+    rec = items["train-000001.tar/batch1/000000004.jpg"]
+    assert rec["caption"] == "a grey picture 1-1" and json.loads(rec["json"]) == {"width": 30}
+
+
+def test_ray_work_is_split_by_shard():
+    from index.ray_embed import shard_groups
+    from index.scan import FileEntry
+
+    todo = [FileEntry(f"{s}.tar/{i}.jpg", 1, 1, f"{s}.tar", 512 * i) for s, n in ((0, 5), (1, 2)) for i in range(n)]
+    todo.append(FileEntry("loose.jpg", 1, 1))
+    groups = [json.loads(g["group"]) for g in shard_groups(todo, {}, size=3)]
+    assert [[r["rel"] for r in g] for g in groups] == [
+        ["0.tar/0.jpg", "0.tar/1.jpg", "0.tar/2.jpg"], ["0.tar/3.jpg", "0.tar/4.jpg"],
+        ["1.tar/0.jpg", "1.tar/1.jpg"], ["loose.jpg"]]
+    assert [r["i"] for g in groups for r in g] == list(range(8))
