@@ -200,3 +200,40 @@ def test_ray_work_is_split_by_shard():
         ["0.tar/0.jpg", "0.tar/1.jpg", "0.tar/2.jpg"], ["0.tar/3.jpg", "0.tar/4.jpg"],
         ["1.tar/0.jpg", "1.tar/1.jpg"], ["loose.jpg"]]
     assert [r["i"] for g in groups for r in g] == list(range(8))
+
+
+def test_the_engine_reads_members_as_it_reads_files(built):
+    """`score`, `--rerank` and `--latents` load images through load_pixels and cache them by image_key."""
+    import torch
+
+    from discff_cli.engine.preprocess import image_key, load_pixels
+
+    root, shards = built
+    member, loose = shards / "00002.tar" / _name(12), root / "loose" / _name(12)
+    assert torch.equal(load_pixels(member, 64), load_pixels(loose, 64))
+    assert image_key(member) == image_key(loose)
+    result = run_cli("score", shards / "00000.tar" / "part9/nothing.jpg", __file__)
+    assert result.exit_code != 0 and "Cannot read image" in result.output and "Traceback" not in result.output
+
+
+def test_the_service_serves_members_and_their_thumbnails(built, tiny_clip_dir, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from conftest_serve import start_service
+
+    root, shards = built
+    result, _ = build(str(shards / "{00000..00001}.tar"), tmp_path / "idx", tiny_clip_dir, "--model", "demo")
+    assert result.exit_code == 0, result.output
+    worker, app = start_service(tmp_path / "idx")
+    try:
+        client = TestClient(app)
+        rows = client.get("/search", params={"q": "green", "top": 3}).json()["results"]
+        for row in rows:
+            image = client.get(f"/images/{row['id']}")
+            assert image.status_code == 200, image.text
+            assert image.content == (root / "loose" / _member_of(row["path"])).read_bytes()
+            assert image.headers["content-type"] in ("image/jpeg", "image/png")
+            thumb = client.get(f"/thumbs/{row['id']}")
+            assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    finally:
+        worker.stop()
