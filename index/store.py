@@ -207,6 +207,14 @@ class IndexDir:
         paths = pc.take(table.column("path"), pa.array(order)).combine_chunks()
         return RelPaths(paths)
 
+    def iter_errors(self, manifest: dict[str, Any]) -> Iterator[dict[str, str]]:
+        """{path, error} of every entry that could not be indexed, read a batch at a time."""
+        from index.records import iter_items
+
+        for rec in iter_items(self.file(manifest, "items"), ("path", "status", "error")):
+            if rec["status"] != "ok":
+                yield {"path": rec["path"], "error": rec["error"]}
+
     def write_items(self, items: Items, name: str) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq

@@ -237,9 +237,8 @@ def info(index_dir: str, show_errors: bool, as_json: bool) -> None:
         manifest = store.read_manifest()
         errors = []
         if show_errors or as_json:
-            items = store.read_items(manifest)
-            errors = [{"path": p, "error": e} for p, s, e in
-                      zip(items.columns["path"], items.columns["status"], items.columns["error"]) if s != "ok"]
+            store.read_paths(manifest)  # the items table parses and lists every row (else: damaged, one sentence)
+            errors = list(store.iter_errors(manifest))
     if as_json:
         print_json({"index": str(Path(index_dir).resolve()), **manifest, "skipped_files": errors})
         return
@@ -248,6 +247,7 @@ def info(index_dir: str, show_errors: bool, as_json: bool) -> None:
     rows = [
         ("index", str(Path(index_dir).resolve())),
         ("images root", manifest["root"]),
+        *([("source", manifest["source"])] if manifest.get("source", manifest["root"]) != manifest["root"] else []),
         ("CLIP", f"{manifest['clip']['spec']} (fingerprint {manifest['clip']['fingerprint'][:12]}, "
                  f"dim {manifest['clip']['dim']})"),
         ("rerank model", manifest.get("model") or "-"),
