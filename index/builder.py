@@ -16,6 +16,7 @@ the new generation is published.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import time
 from contextlib import contextmanager
@@ -220,14 +221,14 @@ def _read_previous(opts: BuildOptions, clip, store: IndexDir, summary: BuildSumm
 
 
 def _match_by_hash(opts: BuildOptions, plan: Plan, prev: _Previous, resumed: dict, summary: BuildSummary,
-                   events: BuildEvents) -> tuple[dict[int, tuple[dict, tuple | None]], Sequence[FileEntry], dict]:
+                   events: BuildEvents) -> tuple[dict[int, tuple], Sequence[FileEntry], dict[str, str | None]]:
     """Reuse the embedding of a renamed, touched or copied image; return (resolved candidates, what
     must be embedded, the hashes already read).
 
     Images are hashed only when something is known to match against, so a first build reads every
     image once (to decode it), not twice; then everything to embed is the candidate spool itself.
     """
-    resolved: dict[int, tuple[dict, tuple | None]] = {}
+    resolved: dict[int, tuple] = {}   # candidate -> (record, embedding source, new path reusing an old one)
     if not len(plan.cands):
         return resolved, [], {}
     if not (plan.prev_has_vectors or any(rec["status"] == "ok" for rec, _ in resumed.values())):
@@ -237,7 +238,7 @@ def _match_by_hash(opts: BuildOptions, plan: Plan, prev: _Previous, resumed: dic
     known = known_content({h for h in hashes.values() if h}, prev.records(), resumed)
     todo: list[int] = []
     for c, cand in enumerate(plan.cands):
-        entry, old = entry_of(cand), (None if cand["old"] is None else _json(cand["old"]))
+        entry, old = entry_of(cand), (None if cand["old"] is None else json.loads(cand["old"]))
         h = hashes.get(entry.rel)
         if h is not None and h in known:
             kind, row, width, height = known[h]
@@ -250,12 +251,6 @@ def _match_by_hash(opts: BuildOptions, plan: Plan, prev: _Previous, resumed: dic
         else:
             todo.append(c)
     return resolved, _Todo(plan.cands, todo), hashes
-
-
-def _json(text: str) -> dict:
-    import json
-
-    return json.loads(text)
 
 
 class _Todo(Sequence):

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from index.files import IMAGE_EXTENSIONS, file_kind, open_regular, safe_name
-from index.tars import Member, is_image_member, is_shard_name, list_members, read_range, read_text, sidecars
+from index.tars import COMPRESSED, Member, is_image_member, is_shard_name, list_members, read_range, read_text, sidecars
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ def _walk(root: Path, rel_dir: str, seen_dirs: set[str], renamed: list[str]) -> 
         if is_dir:
             if not name.startswith("."):
                 yield from _enter(root, rel, seen_dirs, renamed)
-        elif is_shard_name(name):
+        elif is_shard_name(name) or name.lower().endswith(COMPRESSED):
             yield from _scan_shard_file(root, rel, renamed)
         elif os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
             yield from _scan_file(root, rel, names, renamed)

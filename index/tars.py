@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
+import posixpath
 import re
 import tarfile
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from pathlib import Path
 from index.files import IMAGE_EXTENSIONS, fs_path, open_regular, safe_name
 
 SHARD_SUFFIX = ".tar"
+COMPRESSED = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar.zst")
 SIDECAR_CAP = 1 << 16          # a caption or JSON longer than 64 KiB is cut: the items table is no blob store
 _KEY = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")
 
@@ -68,6 +70,10 @@ def list_members(shard: str | Path) -> Listing:
     """
     listing = Listing()
     path = fs_path(shard)
+    if path.name.lower().endswith(COMPRESSED):
+        listing.problems.append(("", "a compressed shard cannot be read in place (members are read by their "
+                                     "offset); decompress it to .tar"))
+        return listing
     size = os.stat(path).st_size
     with open(path, "rb") as handle:
         try:
@@ -89,9 +95,9 @@ def _read_headers(archive: tarfile.TarFile, size: int, listing: Listing) -> None
             return
         if info is None:
             break
-        if not info.isfile():
+        name = _member_name(info.name)
+        if not info.isfile() or name is None:
             continue
-        name = safe_name(info.name)
         if info.offset_data + info.size > size:
             listing.problems.append((name, f"cut short: the shard ends at byte {size:,}, this member needs "
                                            f"{info.offset_data + info.size:,}"))
@@ -108,6 +114,15 @@ def _has_data_after(archive: tarfile.TarFile, end: int, size: int) -> bool:
     archive.fileobj.seek(end)
     tail = archive.fileobj.read(min(size - end, 1 << 20))
     return tail.strip(b"\0") != b""
+
+
+def _member_name(raw: str) -> str | None:
+    """A member's name as the index records it: `./a.jpg` (tar run in the folder) is `a.jpg`;
+    a name that climbs out (`../x`) or is empty names no member."""
+    name = posixpath.normpath(raw).lstrip("/")
+    if name in ("", ".") or name == ".." or name.startswith("../"):
+        return None
+    return safe_name(name)
 
 
 def sidecars(listing: Listing, image: str) -> dict[str, Member]:

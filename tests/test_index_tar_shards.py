@@ -237,3 +237,28 @@ def test_the_service_serves_members_and_their_thumbnails(built, tiny_clip_dir, t
             assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
     finally:
         worker.stop()
+
+
+def test_shards_made_by_gnu_tar_from_a_folder_and_compressed_ones(tmp_path, tiny_clip_dir):
+    """`tar -cf shard.tar -C dir .` names members `./key.jpg` and adds folder entries; a .tar.gz cannot
+    be read by offset and is recorded with what to do."""
+    import subprocess
+
+    tar = shutil.which("tar")
+    if tar is None:
+        pytest.skip("needs GNU tar")
+    folder = tmp_path / "sample"
+    for i in range(3):
+        (folder / "dir").mkdir(parents=True, exist_ok=True)
+        (folder / "dir" / f"k{i}.jpg").write_bytes(_jpeg(2 * i))
+        (folder / "dir" / f"k{i}.txt").write_text(f"caption {i}")
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    subprocess.run([tar, "-cf", str(shards / "00000.tar"), "-C", str(folder), "."], check=True)
+    subprocess.run([tar, "-czf", str(shards / "00001.tar.gz"), "-C", str(folder), "."], check=True)
+    result, summary = build(shards, tmp_path / "idx", tiny_clip_dir)
+    assert result.exit_code == 0, result.output
+    assert summary["indexed"] == 3 and summary["skipped"] == 1
+    _, items, _ = read_index(tmp_path / "idx")
+    assert items["00000.tar/dir/k1.jpg"]["caption"] == "caption 1"
+    assert "decompress it to .tar" in items["00001.tar.gz/"]["error"]
