@@ -24,23 +24,25 @@ from typing import Any, Callable, Iterable, Iterator
 import pyarrow as pa
 
 from index.records import ITEM_SCHEMA, RecordSpool, dumps_sidecars, loads_sidecars
-from index.scan import FileEntry, Skipped
+from index.scan import FileEntry, Shard, Skipped
 
 RECORD_KEYS = ("path", "size", "mtime_ns", "hash", "width", "height", "status", "error",
-               "shard", "offset", "caption", "json")
+               "shard", "offset", "shard_size", "caption", "json")
 CONTENT_KEYS = ("hash", "width", "height", "status", "error", "caption", "json")   # what a stat match keeps
 SOURCE = {None: 0, "prev": 1, "vec": 2, "cand": 3}
 KIND = {v: k for k, v in SOURCE.items()}
 PLAN_SCHEMA = pa.schema([f for f in ITEM_SCHEMA if f.name != "row"] + [("src", pa.int8()), ("src_row", pa.int64())])
 CAND_SCHEMA = pa.schema([("path", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64()), ("shard", pa.string()),
-                         ("offset", pa.int64()), ("sidecars", pa.string()), ("old", pa.string())])
+                         ("offset", pa.int64()), ("shard_size", pa.int64()), ("sidecars", pa.string()),
+                         ("old", pa.string())])
 
 
 def record(entry: FileEntry, **values: Any) -> dict[str, Any]:
     """The items-table record of an entry (content fields from `values`)."""
     rec = {"path": entry.rel, "size": entry.size, "mtime_ns": entry.mtime_ns, "hash": None, "width": None,
            "height": None, "status": "ok", "error": None, "shard": entry.shard,
-           "offset": entry.offset if entry.shard is not None else None, "caption": None, "json": None}
+           "offset": entry.offset if entry.shard is not None else None,
+           "shard_size": entry.shard_size if entry.shard is not None else None, "caption": None, "json": None}
     rec.update(values)
     return rec
 
@@ -48,7 +50,8 @@ def record(entry: FileEntry, **values: Any) -> dict[str, Any]:
 def entry_of(cand: dict[str, Any]) -> FileEntry:
     """The FileEntry a candidate record was made from."""
     return FileEntry(cand["path"], cand["size"], cand["mtime_ns"], cand["shard"],
-                     -1 if cand["offset"] is None else cand["offset"], loads_sidecars(cand["sidecars"]))
+                     -1 if cand["offset"] is None else cand["offset"], loads_sidecars(cand["sidecars"]),
+                     -1 if cand["shard_size"] is None else cand["shard_size"])
 
 
 @dataclass
@@ -78,27 +81,59 @@ def same_stat(rec: dict | None, entry: FileEntry) -> bool:
     return bool(rec) and rec["size"] == entry.size and rec["mtime_ns"] == entry.mtime_ns
 
 
-def merge(scan: Iterable[FileEntry | Skipped], previous: Iterator[dict], resumed: dict, folder: Path,
+def merge(scan: Iterable[FileEntry | Skipped | Shard], previous: Iterator[dict], resumed: dict, folder: Path,
           on_skip: Callable[[str, str], None]) -> Plan:
     """Match the sorted scan against the sorted previous records; stat is free, so most of an
-    unchanged collection is settled here without reading a byte of it."""
+    unchanged collection is settled here without reading a byte of it -- and a shard whose size and
+    mtime are the ones recorded keeps its records without its headers being read."""
     plan = Plan(RecordSpool(folder / "plan.arrow", PLAN_SCHEMA), RecordSpool(folder / "cands.arrow", CAND_SCHEMA))
     prev = _Cursor(previous)
     for item in scan:
-        plan.counts.files += 1
-        for gone in prev.skip_before(item.rel):
-            _left(plan, gone)
-        old = prev.take(item.rel)
-        if isinstance(item, Skipped):  # recorded like an unreadable image, with the reason
-            _add(plan, record(FileEntry(item.rel, 0, 0), status="error", error=item.reason), None, -1)
-            on_skip(item.rel, item.reason)
+        if isinstance(item, Shard):
+            _merge_shard(plan, item, prev, resumed, on_skip)
         else:
-            _decide(plan, item, old, resumed.get(item.rel))
+            _merge_one(plan, item, prev, resumed, on_skip)
     for gone in prev.rest():
         _left(plan, gone)
     plan.plan.finish()
     plan.cands.finish()
     return plan
+
+
+def _merge_one(plan: Plan, item: FileEntry | Skipped, prev: "_Cursor", resumed: dict,
+               on_skip: Callable[[str, str], None]) -> None:
+    plan.counts.files += 1
+    for gone in prev.skip_before(item.rel):
+        _left(plan, gone)
+    old = prev.take(item.rel)
+    if isinstance(item, Skipped):  # recorded like an unreadable image, with the reason
+        _add(plan, record(FileEntry(item.rel, 0, 0), status="error", error=item.reason), None, -1)
+        on_skip(item.rel, item.reason)
+    else:
+        _decide(plan, item, old, resumed.get(item.rel))
+
+
+def _merge_shard(plan: Plan, shard: Shard, prev: "_Cursor", resumed: dict,
+                 on_skip: Callable[[str, str], None]) -> None:
+    """Keep an unchanged shard's records as they are, or list it and merge its members one by one."""
+    prefix = shard.rel + "/"
+    for gone in prev.skip_before(prefix):
+        _left(plan, gone)
+    recorded = list(prev.while_prefix(prefix))  # one shard's records: bounded by the shard, not the collection
+    members = [r for r in recorded if r["shard"] == shard.rel]
+    if members and all(r["shard_size"] == shard.size and r["mtime_ns"] == shard.mtime_ns for r in members):
+        for rec in recorded:
+            ok = rec["status"] == "ok"
+            plan.prev_has_vectors |= ok
+            plan.counts.files += 1
+            plan.counts.unchanged += ok
+            _add(plan, {k: rec[k] for k in RECORD_KEYS}, "prev" if ok else None, rec["row"] if ok else -1)
+        return
+    inner = _Cursor(iter(recorded))
+    for item in shard.members():
+        _merge_one(plan, item, inner, resumed, on_skip)
+    for gone in inner.rest():
+        _left(plan, gone)
 
 
 def _left(plan: Plan, rec: dict) -> None:
@@ -123,6 +158,7 @@ def _decide(plan: Plan, entry: FileEntry, old: dict | None, res: tuple[dict, int
         old_json = json.dumps({k: old[k] for k in CONTENT_KEYS}) if old is not None else None
         c = plan.cands.append({"path": entry.rel, "size": entry.size, "mtime_ns": entry.mtime_ns, "shard": entry.shard,
                                "offset": entry.offset if entry.shard is not None else None,
+                               "shard_size": entry.shard_size if entry.shard is not None else None,
                                "sidecars": dumps_sidecars(entry.sidecars), "old": old_json})
         _add(plan, record(entry), "cand", c)
 
@@ -140,6 +176,11 @@ class _Cursor:
 
     def skip_before(self, path: str) -> Iterator[dict]:
         while self._head is not None and self._head["path"] < path:
+            yield self._head
+            self._head = next(self._it, None)
+
+    def while_prefix(self, prefix: str) -> Iterator[dict]:
+        while self._head is not None and self._head["path"].startswith(prefix):
             yield self._head
             self._head = next(self._it, None)
 

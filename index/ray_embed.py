@@ -30,7 +30,7 @@ def decode_batch(batch: dict[str, np.ndarray], root: str, preprocess, max_pixels
 
     rows = [row for group in batch["group"] for row in json.loads(str(group))]
     entries = [FileEntry(r["rel"], r["size"], r["mtime_ns"], r["shard"], r["offset"],
-                         tuple(tuple(s) for s in r["sidecars"])) for r in rows]
+                         tuple(tuple(s) for s in r["sidecars"]), r["shard_size"]) for r in rows]
     dataset = DecodeDataset(Path(root), entries, preprocess, max_pixels, {r["rel"]: r["hash"] for r in rows}, dct)
     items = [dataset[j] for j in range(len(rows))]
     shape = next((tuple(it["pixels"].shape) for it in items if it["pixels"] is not None), (0,))
@@ -59,7 +59,7 @@ def shard_groups(todo: Sequence[FileEntry], hashes: dict, size: int) -> list[dic
             groups.append({"group": json.dumps(current)})
             current = []
         current.append({"i": i, "rel": entry.rel, "size": entry.size, "mtime_ns": entry.mtime_ns,
-                        "shard": entry.shard, "offset": entry.offset, "sidecars": entry.sidecars,
+                        "shard": entry.shard, "offset": entry.offset, "sidecars": entry.sidecars, "shard_size": entry.shard_size,
                         "hash": hashes.get(entry.rel)})
     if current:
         groups.append({"group": json.dumps(current)})

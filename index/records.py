@@ -18,11 +18,12 @@ import pyarrow as pa
 ITEM_SCHEMA = pa.schema([
     ("path", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64()), ("hash", pa.string()),
     ("width", pa.int32()), ("height", pa.int32()), ("status", pa.string()), ("error", pa.string()),
-    ("row", pa.int64()), ("shard", pa.string()), ("offset", pa.int64()), ("caption", pa.string()),
+    ("row", pa.int64()), ("shard", pa.string()), ("offset", pa.int64()), ("shard_size", pa.int64()),
+    ("caption", pa.string()),
     ("json", pa.string()),
 ])
 ITEM_COLUMNS = tuple(ITEM_SCHEMA.names)
-NEW_COLUMNS = ("shard", "offset", "caption", "json")   # absent from items tables written before shards
+NEW_COLUMNS = ("shard", "offset", "shard_size", "caption", "json")   # absent from items tables written before shards
 BATCH = 16384
 
 

@@ -44,6 +44,24 @@ class FileEntry:
     shard: str | None = None
     offset: int = -1
     sidecars: tuple[tuple[str, int, int], ...] = ()
+    shard_size: int = -1
+
+
+@dataclass(frozen=True)
+class Shard:
+    """A tar shard as a scan meets it: its size and mtime now, and its image members when asked.
+
+    Why lazy: listing a shard reads a header per member; a build that finds the shard as the
+    previous generation recorded it keeps those records and never lists it (index/plan.py).
+    """
+
+    rel: str
+    size: int
+    mtime_ns: int
+    path: Path
+
+    def members(self) -> Iterator["FileEntry | Skipped"]:
+        return _shard_members(self)
 
 
 @dataclass(frozen=True)
@@ -78,11 +96,12 @@ def _stat_reason(exc: OSError, is_link: bool) -> str:
 def scan_folder(root: Path, shards: list[Path] | None = None) -> ScanResult:
     """`iter_scan` collected into lists (for small collections and tests)."""
     result = ScanResult()
-    for item in iter_scan(root, shards, result.renamed):
-        if isinstance(item, Skipped):
-            result.skipped.append((item.rel, item.reason))
-        else:
-            result.entries.append(item)
+    for found in iter_scan(root, shards, result.renamed):
+        for item in found.members() if isinstance(found, Shard) else (found,):
+            if isinstance(item, Skipped):
+                result.skipped.append((item.rel, item.reason))
+            else:
+                result.entries.append(item)
     return result
 
 
@@ -92,12 +111,13 @@ def scan_images(root: Path) -> list[FileEntry]:
 
 
 def iter_scan(root: Path, shards: list[Path] | None = None,
-              renamed: list[str] | None = None) -> Iterator[FileEntry | Skipped]:
+              renamed: list[str] | None = None) -> Iterator[FileEntry | Skipped | Shard]:
     """Every image under `root` (or in the listed `shards` only), sorted by relative path.
 
     Hidden folders (such as a `.discff` index kept inside the collection) are not entered; files
-    without an image extension are not images and are not reported. `renamed` collects the
-    names indexed under a safe spelling.
+    without an image extension are not images and are not reported. A tar shard is yielded as a
+    `Shard` whose members the consumer lists (or not). `renamed` collects the names indexed
+    under a safe spelling.
     """
     renamed = renamed if renamed is not None else []
     if shards is not None:
@@ -107,7 +127,8 @@ def iter_scan(root: Path, shards: list[Path] | None = None,
     yield from _walk(Path(root), "", {os.path.realpath(root)}, renamed)
 
 
-def _walk(root: Path, rel_dir: str, seen_dirs: set[str], renamed: list[str]) -> Iterator[FileEntry | Skipped]:
+def _walk(root: Path, rel_dir: str, seen_dirs: set[str],
+          renamed: list[str]) -> Iterator[FileEntry | Skipped | Shard]:
     full_dir = root / rel_dir if rel_dir else root
     try:
         with os.scandir(full_dir) as listing:
@@ -137,7 +158,8 @@ def _is_dir(entry: os.DirEntry) -> bool:
         return False
 
 
-def _enter(root: Path, rel: str, seen_dirs: set[str], renamed: list[str]) -> Iterator[FileEntry | Skipped]:
+def _enter(root: Path, rel: str, seen_dirs: set[str],
+           renamed: list[str]) -> Iterator[FileEntry | Skipped | Shard]:
     """Walk a sub-folder, refusing a linked folder that loops or was already scanned."""
     full = root / rel
     if os.path.islink(full):
@@ -182,21 +204,24 @@ def _scan_file(root: Path, raw_rel: str, names: set[str], renamed: list[str]) ->
     yield FileEntry(rel, info.st_size, info.st_mtime_ns, sidecars=beside)
 
 
-def _scan_shard_file(root: Path, raw_rel: str, renamed: list[str]) -> Iterator[FileEntry | Skipped]:
+def _scan_shard_file(root: Path, raw_rel: str, renamed: list[str]) -> Iterator[Shard | Skipped]:
     rel = safe_name(raw_rel)
     if rel != raw_rel:
         renamed.append(rel)
     yield from _scan_shard(rel, root / raw_rel)
 
 
-def _scan_shard(rel: str, full: Path) -> Iterator[FileEntry | Skipped]:
-    """The image members of one shard in name order; what cannot be read is recorded under the shard."""
+def _scan_shard(rel: str, full: Path) -> Iterator[Shard | Skipped]:
+    """The shard, once it is known to be a regular file (its members are listed when asked)."""
     info = _regular_stat(full.parent, full.name, rel + "/")
-    if isinstance(info, Skipped):
-        yield info
-        return
+    yield info if isinstance(info, Skipped) else Shard(rel, info.st_size, info.st_mtime_ns, full)
+
+
+def _shard_members(shard: Shard) -> Iterator[FileEntry | Skipped]:
+    """The image members of one shard in name order; what cannot be read is recorded under the shard."""
+    rel = shard.rel
     try:
-        listing = list_members(full)
+        listing = list_members(shard.path)
     except OSError as exc:
         yield Skipped(rel + "/", f"shard {_stat_reason(exc, False)}")
         return
@@ -210,7 +235,7 @@ def _scan_shard(rel: str, full: Path) -> Iterator[FileEntry | Skipped]:
         elif is_image_member(name):
             member = listing.members[name]
             found = tuple((ext, m.offset, m.size) for ext, m in sidecars(listing, name).items())
-            yield FileEntry(f"{rel}/{name}", member.size, info.st_mtime_ns, rel, member.offset, found)
+            yield FileEntry(f"{rel}/{name}", member.size, shard.mtime_ns, rel, member.offset, found, shard.size)
 
 
 def entry_bytes(root: Path, entry: FileEntry) -> bytes:

@@ -155,6 +155,14 @@ def test_an_update_after_one_shard_changes_re_embeds_only_it(built, tiny_clip_di
     first, summary = build(shards, tmp_path / "idx", tiny_clip_dir)
     assert first.exit_code == 0 and summary["indexed"] == 16
 
+    # shard 0 unchanged as far as stat can tell (same size and mtime) but its first header zeroed:
+    # the update keeps its records without reading its headers again
+    stat = (shards / "00000.tar").stat()
+    with open(shards / "00000.tar", "r+b") as handle:
+        handle.write(bytes(512))
+    import os
+
+    os.utime(shards / "00000.tar", ns=(stat.st_atime_ns, stat.st_mtime_ns))
     # shard 1 re-packed: one image replaced, one sample added, the rest the same bytes at new offsets
     members = [m for i in range(5, 10) for m in _sample(i)]
     members[0] = (_name(5), _jpeg(105))
@@ -166,6 +174,7 @@ def test_an_update_after_one_shard_changes_re_embeds_only_it(built, tiny_clip_di
     assert summary["unchanged"] == 16 - 4 - 1 and summary["removed"] == 4
     _, items, _ = read_index(tmp_path / "idx")
     assert not any(p.startswith("00002.tar/") for p in items)
+    assert sum(p.startswith("00000.tar/") and r["status"] == "ok" for p, r in items.items()) == 5
     moved = items[f"00001.tar/{_name(6)}"]
     assert (shards / "00001.tar").read_bytes()[moved["offset"]:moved["offset"] + moved["size"]] == _jpeg(6)
     assert items[f"00001.tar/{_name(99)}"]["caption"] == "caption of sample 99"
