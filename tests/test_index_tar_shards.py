@@ -123,6 +123,11 @@ def test_members_keep_shard_offset_caption_and_json_and_read_in_place(built):
     assert json.loads(rec["json"]) == {"i": 4, "source": "test"}
     data = (shards / "00000.tar").read_bytes()
     assert data[rec["offset"]:rec["offset"] + rec["size"]] == _jpeg(4)
+    from index.search import SearchIndex
+
+    searcher = SearchIndex(root / "by_pattern")
+    row = searcher.rel_by_row.index(f"00000.tar/{_name(4)}")
+    assert searcher.sidecars([row]) == {row: {"caption": "caption of sample 4", "json": rec["json"]}}
     hit = _search(root / "by_pattern", "green")[0][0]  # an absolute path into a shard, as search prints it
     assert image_bytes(hit) == (root / "loose" / _member_of(hit)).read_bytes()
     assert open_rgb(hit).size == Image.open(root / "loose" / _member_of(hit)).size
