@@ -276,3 +276,17 @@ def test_shards_made_by_gnu_tar_from_a_folder_and_compressed_ones(tmp_path, tiny
     _, items, _ = read_index(tmp_path / "idx")
     assert items["00000.tar/dir/k1.jpg"]["caption"] == "caption 1"
     assert "decompress it to .tar" in items["00001.tar.gz/"]["error"]
+
+
+def test_a_damaged_header_ends_the_listing_with_the_byte_it_starts_at(tmp_path):
+    from index.scan import scan_folder
+
+    _write_shard(tmp_path / "a.tar", [(f"k{i}.jpg", _jpeg(2 * i)) for i in range(4)])
+    data = bytearray((tmp_path / "a.tar").read_bytes())
+    third = data.index(_jpeg(4)) - 512  # the third member's header
+    data[third + 148:third + 156] = b"garbage!"  # its checksum field
+    (tmp_path / "a.tar").write_bytes(bytes(data))
+    scan = scan_folder(tmp_path)
+    assert [e.rel for e in scan.entries] == ["a.tar/k0.jpg", "a.tar/k1.jpg"]
+    assert scan.skipped == [("a.tar/", f"unreadable from byte {third:,} on (not a tar header); "
+                                       "the 2 members before it are indexed")]
