@@ -210,7 +210,7 @@ def _read_previous(opts: BuildOptions, clip, store: IndexDir, summary: BuildSumm
     items = emb = None
     try:
         if manifest["files"]["items"] not in bad:
-            store.read_paths(manifest)  # parses the table and checks its rows, one column in memory
+            store.verify_items(manifest)  # parses the table and checks its rows, a batch at a time
             items = store.file(manifest, "items")
         if not any(manifest["files"][key] in bad for key in embedding_keys(manifest["files"])):
             emb = store.read_embeddings(manifest, mmap=True)

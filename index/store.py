@@ -207,6 +207,26 @@ class IndexDir:
         paths = pc.take(table.column("path"), pa.array(order)).combine_chunks()
         return RelPaths(paths)
 
+    def verify_items(self, manifest: dict[str, Any]) -> None:
+        """Raise IndexDamaged unless the items table parses and lists rows 0..count-1, streamed a batch at
+        a time (a build reads it this way so its memory does not grow with the collection). Builders
+        give rows in table order, so each row must be the next one."""
+        from index.records import iter_items
+
+        expected, in_order = 0, True
+        try:
+            for rec in iter_items(self.file(manifest, "items"), ("row",)):
+                row = rec["row"]
+                if isinstance(row, int) and row >= 0:
+                    in_order &= row == expected
+                    expected += 1
+        except FileNotFoundError:
+            raise self._damaged(manifest, "items", "is missing") from None
+        except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, KeyError... for a damaged file
+            raise self._damaged(manifest, "items", f"cannot be read as the items table ({_first_line(exc)})") from None
+        if not in_order or expected != manifest["count"]:
+            raise self._damaged(manifest, "items", f"does not list rows 0..{manifest['count'] - 1} of the index")
+
     def iter_errors(self, manifest: dict[str, Any]) -> Iterator[dict[str, str]]:
         """{path, error} of every entry that could not be indexed, read a batch at a time."""
         from index.records import iter_items

@@ -237,7 +237,7 @@ def info(index_dir: str, show_errors: bool, as_json: bool) -> None:
         manifest = store.read_manifest()
         errors = []
         if show_errors or as_json:
-            store.read_paths(manifest)  # the items table parses and lists every row (else: damaged, one sentence)
+            store.verify_items(manifest)  # the table parses and lists every row (else: damaged, one sentence)
             errors = list(store.iter_errors(manifest))
     if as_json:
         print_json({"index": str(Path(index_dir).resolve()), **manifest, "skipped_files": errors})
