@@ -118,6 +118,7 @@ def bench_build(args: argparse.Namespace) -> dict[str, Any]:
     from index.builder import BuildOptions, build_index
     from index.dataset import DecodeDataset, make_loader
     from index.imageio import DEFAULT_MAX_PIXELS
+    from index.scan import FileEntry
 
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
@@ -127,7 +128,8 @@ def bench_build(args: argparse.Namespace) -> dict[str, Any]:
     write_images(folder, args.images)
     rels = sorted(p.name for p in folder.iterdir())
 
-    dataset = DecodeDataset(folder, rels, clip.preprocess, DEFAULT_MAX_PIXELS, [None] * len(rels))
+    entries = [FileEntry(rel, (folder / rel).stat().st_size, 0) for rel in rels]
+    dataset = DecodeDataset(folder, entries, clip.preprocess, DEFAULT_MAX_PIXELS, {})
     tick = time.perf_counter()
     batches = [pixels for pixels, _ in make_loader(dataset, args.batch_size, args.workers)]
     decode_s = time.perf_counter() - tick

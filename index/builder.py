@@ -1,12 +1,16 @@
-"""`index build`: scan a folder, embed what is new, and publish a new index generation.
+"""`index build`: scan a collection, embed what is new, and publish a new index generation.
 
-Work is decided per file:
+A collection is a folder of images, webdataset tar shards in it, or a list of shards (see
+index/sources.py). Work is decided per image:
   unchanged  same path, size and mtime as in the index (or in an unfinished build's chunks)
-  reused     new path or new mtime, but the content hash is already known (rename, touch, copy)
+  reused     new path or new mtime, but the content hash is already known (rename, touch, copy,
+             a re-packed shard)
   embedded   decoded in DataLoader workers and embedded with CLIP, one chunk file per batch
   skipped    could not be decoded; recorded with its reason, the build goes on
-Chunks in `pending/` make an interrupted build resume where it stopped; they are folded into
-the index and deleted once the new generation is published.
+The scan is matched against the previous generation as a sorted merge (index/plan.py) and the
+new items table is written a batch at a time, so memory does not grow with the collection.
+Chunks in `pending/` make an interrupted build resume where it stopped; they are deleted once
+the new generation is published.
 """
 
 from __future__ import annotations
@@ -14,22 +18,22 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from index import faiss_index
 from index.errors import IndexDamaged, IndexError_, ModelMismatch
 from index.imageio import DEFAULT_MAX_PIXELS
-from index.scan import FileEntry, hash_many, scan_folder
-from index.store import FORMAT_VERSION, IndexDir, Items, atomic_write_bytes, writer_lock
-
-RECORD_KEYS = ("path", "size", "mtime_ns", "hash", "width", "height", "status", "error")
+from index.pending import Pending
+from index.plan import KIND, Plan, entry_of, known_content, merge, record
+from index.records import iter_items
+from index.scan import FileEntry, hash_many, iter_scan, read_sidecars
+from index.store import FORMAT_VERSION, IndexDir, writer_lock
 
 
 class BuildInterrupted(RuntimeError):
@@ -44,17 +48,20 @@ class BuildOptions:
     index_dir: Path
     clip_spec: str                      # as recorded in the manifest ("demo", a path, or NAME/PRETRAINED)
     model: str | None = None            # Stable Diffusion model recorded for --rerank
+    shards: list[Path] | None = None    # index only these tar shards under `root` (a brace pattern or a list)
+    source: str | None = None           # what the user named (folder, pattern or list file), for the manifest
     batch_size: int = 64
     workers: int | None = None          # None: up to 4 when there is enough work
     max_memory: int = 8 << 30
     max_pixels: int = DEFAULT_MAX_PIXELS
     index_type: str | None = None       # force flat/hnsw/ivf_flat/ivf_pq instead of choosing
     rebuild: bool = False
+    dct: bool = True                    # decode JPEGs at the DCT scale the model needs (False: full decode)
     fail_after_batches: int | None = None
     # Where decoding and CLIP run instead of this process (index/ray_embed.py): called with
     # (opts, files to embed, known hashes), yields (embeddings of the good files, per-file meta as
     # DecodeDataset makes it, embed seconds) per finished batch; the builder records each as locally.
-    embedder: Callable[["BuildOptions", list[FileEntry], dict], Iterator[tuple[np.ndarray, list[dict], float]]] | None = None
+    embedder: Callable[["BuildOptions", Sequence[FileEntry], dict], Iterator[tuple[np.ndarray, list[dict], float]]] | None = None
 
 
 @dataclass
@@ -99,98 +106,6 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-class _Pending:
-    """Chunk files of embedded batches, so a killed build loses at most one batch."""
-
-    def __init__(self, store: IndexDir, session: dict[str, Any]) -> None:
-        from index.shards import RowSpool
-
-        self.dir = store.pending
-        self.session = session
-        self.seq = 0
-        # every vector this build holds (resumed or new), on disk until published; ("vec", id) refers to it
-        self.spool = RowSpool(self.dir / "spool.f16", session["dim"])
-
-    def load(self) -> dict[str, tuple[dict, int | None]]:
-        """Records of a previous unfinished build of the same folder with the same CLIP (else discard).
-
-        Anything that does not read back exactly as `add` wrote it -- a session file or chunk cut
-        half-way, garbage, a chunk whose rows do not match its records -- is deleted and its files
-        are simply embedded again.
-        """
-        found: dict[str, tuple[dict, int | None]] = {}
-        session_file = self.dir / "session.json"
-        if not self.dir.is_dir():
-            return found
-        try:
-            same = json.loads(session_file.read_bytes().decode()) == self.session
-        except (OSError, ValueError, RecursionError):
-            same = False
-        if not same:
-            self.clear()
-            return found
-        for chunk in sorted(self.dir.glob("chunk-*.npz")):
-            parsed = self._read_chunk(chunk)
-            if parsed is None:
-                chunk.unlink(missing_ok=True)
-                continue
-            seq, records, emb = parsed
-            self.seq = max(self.seq, seq + 1)
-            row = self.spool.append(emb)
-            for rec in records:
-                vec = None
-                if rec["status"] == "ok":
-                    vec, row = row, row + 1
-                found[rec["path"]] = (rec, vec)
-        return found
-
-    def _read_chunk(self, chunk: Path) -> tuple[int, list[dict], np.ndarray] | None:
-        """(sequence number, records, embeddings) of one chunk file, or None when it is not intact."""
-        try:
-            seq = int(chunk.stem.split("-")[1])
-            with np.load(chunk, allow_pickle=False) as data:
-                records = json.loads(bytes(data["meta"]).decode())
-                emb = np.asarray(data["emb"])
-        except Exception:  # BadZipFile, ValueError, OSError, KeyError, RecursionError...: redo the chunk
-            return None
-        if not isinstance(records, list) or not all(_valid_record(r) for r in records):
-            return None
-        n_ok = sum(1 for r in records if r["status"] == "ok")
-        if emb.ndim != 2 or emb.shape != (n_ok, self.session["dim"]) or not np.isfinite(emb).all():
-            return None
-        return seq, records, emb
-
-    def add(self, records: list[dict], emb: np.ndarray) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        session_file = self.dir / "session.json"
-        if not session_file.is_file():
-            atomic_write_bytes(session_file, json.dumps(self.session, sort_keys=True).encode())
-        import io
-
-        buffer = io.BytesIO()
-        np.savez(buffer, emb=emb.astype(np.float16), meta=np.frombuffer(json.dumps(records).encode(), np.uint8))
-        atomic_write_bytes(self.dir / f"chunk-{self.seq:08d}.npz", buffer.getvalue())
-        self.seq += 1
-
-    def clear(self) -> None:
-        self.spool.close()
-        self.spool.count = 0
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def _valid_record(rec: Any) -> bool:
-    """A record as `_record` makes it (what a resume chunk must hold)."""
-    return (isinstance(rec, dict) and all(k in rec for k in RECORD_KEYS) and isinstance(rec["path"], str)
-            and rec["status"] in ("ok", "error") and isinstance(rec["size"], int) and isinstance(rec["mtime_ns"], int))
-
-
-def _record(entry: FileEntry, **values: Any) -> dict[str, Any]:
-    rec = {"path": entry.rel, "size": entry.size, "mtime_ns": entry.mtime_ns, "hash": None, "width": None,
-           "height": None, "status": "ok", "error": None}
-    rec.update(values)
-    return rec
-
-
 def _check_compatible(manifest: dict, opts: BuildOptions, clip) -> None:
     if manifest["clip"]["fingerprint"] != clip.fingerprint:
         raise ModelMismatch(
@@ -222,47 +137,56 @@ def build_index(opts: BuildOptions, clip, events: BuildEvents | None = None) -> 
                                              "are kept: fix that and run the same command again.") from None
 
 
+@dataclass
+class _Previous:
+    """The published generation a build updates: its manifest, items table and embeddings (or what is intact)."""
+
+    manifest: dict | None = None
+    items: Path | None = None
+    emb: Any = None
+
+    def records(self) -> Iterator[dict]:
+        """Its records in path order; with the embeddings lost, only those that need no vector."""
+        if self.items is None:
+            return iter(())
+        rows = iter_items(self.items)
+        return rows if self.emb is not None else (r for r in rows if r["status"] != "ok")
+
+
 def _build_locked(opts: BuildOptions, clip, store: IndexDir, events: BuildEvents, start: float) -> BuildSummary:
     summary = BuildSummary()
-    prev_manifest, prev_by_path, prev_emb = _read_previous(opts, clip, store, summary)
-    pending = _Pending(store, {"root": str(opts.root), "clip": clip.fingerprint, "dim": clip.dim,
-                               "max_pixels": opts.max_pixels})
+    prev = _read_previous(opts, clip, store, summary)
+    pending = Pending(store, {"root": str(opts.root), "clip": clip.fingerprint, "dim": clip.dim,
+                              "max_pixels": opts.max_pixels, "dct": opts.dct})
     if opts.rebuild:
         pending.clear()
     resumed = pending.load()
 
     events.on_stage("Scanning")
-    scan = scan_folder(opts.root)
-    entries = scan.entries
-    summary.files = len(entries) + len(scan.skipped)
-    summary.safe_names = scan.renamed
-    final: dict[str, tuple[dict, tuple[str, Any] | None]] = {}
-    for rel, reason in scan.skipped:  # recorded like an unreadable image, with the reason
-        final[rel] = (_record(FileEntry(rel, 0, 0), status="error", error=reason), None)
-        events.on_skip(rel, reason)
-    candidates = _match_by_stat(entries, prev_by_path, resumed, final, summary)
-    todo, hashes = _match_by_hash(opts, candidates, prev_by_path, resumed, final, summary, events)
-    _count_moves(entries, prev_by_path, final, summary)
-    embed_seconds = _embed(opts, clip, todo, hashes, pending, final, summary, events)
-
-    for rec, _ in final.values():
-        if rec["status"] != "ok":
-            summary.skipped += 1
-            summary.skipped_files.append((rec["path"], rec["error"]))
-    events.on_stage("Building the FAISS index")
-    manifest = _publish(opts, clip, store, prev_manifest, final, prev_emb, pending.spool, summary)
+    renamed: list[str] = []
+    plan = merge(iter_scan(opts.root, opts.shards, renamed), prev.records(), resumed, pending.dir / "plan",
+                 events.on_skip)
+    try:
+        summary.files, summary.safe_names = plan.counts.files, renamed
+        summary.unchanged, summary.indexed, summary.resumed = (plan.counts.unchanged, plan.counts.resumed_ok,
+                                                               plan.counts.resumed)
+        resolved, todo, hashes = _match_by_hash(opts, plan, prev, resumed, summary, events)
+        embed_seconds = _embed(opts, clip, todo, hashes, pending, summary, events)
+        events.on_stage("Building the FAISS index")
+        manifest = _publish(opts, clip, store, prev, plan, resolved, pending, summary)
+    finally:
+        plan.close()
     pending.clear()
     summary.seconds = time.perf_counter() - start
     summary.embed_seconds = embed_seconds
-    summary.images_per_second = len(todo) / max(summary.seconds, 1e-9) if todo else 0.0
+    summary.images_per_second = len(todo) / max(summary.seconds, 1e-9) if len(todo) else 0.0
     summary.index_type = manifest["faiss"]["type"]
     summary.recall_at_10 = manifest["faiss"]["recall_at_10"]
     return summary
 
 
-def _read_previous(opts: BuildOptions, clip, store: IndexDir,
-                   summary: BuildSummary) -> tuple[dict | None, dict[str, dict], Any]:
-    """The published index this build updates: (manifest, records by path, mmapped embeddings).
+def _read_previous(opts: BuildOptions, clip, store: IndexDir, summary: BuildSummary) -> _Previous:
+    """The published index this build updates.
 
     A damaged generation is repaired, not refused: what is wrong goes into `summary.repaired`,
     and whatever is intact is used -- with the items table and embeddings intact every embedding
@@ -271,14 +195,14 @@ def _read_previous(opts: BuildOptions, clip, store: IndexDir,
     from index.integrity import check_files, embedding_keys
 
     if not store.exists() or opts.rebuild:
-        return None, {}, None
+        return _Previous()
     try:
         manifest = store.read_manifest()
     except IndexDamaged as exc:
         summary.repaired = [p.sentence() for p in exc.problems]
         manifest = store.read_backup_manifest()  # its files verified: that generation is reused whole
         if manifest is None:
-            return None, {}, None
+            return _Previous()
     _check_compatible(manifest, opts, clip)
     # the FAISS file is rebuilt by every build: only what is reused is verified byte for byte
     problems = check_files(store.path, manifest, deep=True, deep_keys=("items", "embeddings"))
@@ -286,136 +210,84 @@ def _read_previous(opts: BuildOptions, clip, store: IndexDir,
     items = emb = None
     try:
         if manifest["files"]["items"] not in bad:
-            items = store.read_items(manifest)
+            store.verify_items(manifest)  # parses the table and checks its rows, a batch at a time
+            items = store.file(manifest, "items")
         if not any(manifest["files"][key] in bad for key in embedding_keys(manifest["files"])):
             emb = store.read_embeddings(manifest, mmap=True)
     except IndexDamaged as exc:
         problems += exc.problems
     summary.repaired += [p.sentence() for p in problems]
-    if items is None:
-        return manifest, {}, None
-    records = items.records()
-    if emb is None:  # sizes, hashes and errors are still known; the vectors must be made again
-        records = [r for r in records if r["status"] != "ok"]
-    return manifest, {rec["path"]: rec for rec in records}, emb
+    return _Previous(manifest, items, emb)
 
 
-def _count_moves(entries: list[FileEntry], prev_by_path: dict[str, dict], final: dict,
-                 summary: BuildSummary) -> None:
-    """Tell renames from duplicates and count what was removed.
+def _match_by_hash(opts: BuildOptions, plan: Plan, prev: _Previous, resumed: dict, summary: BuildSummary,
+                   events: BuildEvents) -> tuple[dict[int, tuple], Sequence[FileEntry], dict[str, str | None]]:
+    """Reuse the embedding of a renamed, touched or copied image; return (resolved candidates, what
+    must be embedded, the hashes already read).
 
-    A new path whose content came from the previous index is a rename when a path with that
-    content is gone (each gone path pays for one rename), else a duplicate; every other gone
-    path is removed -- including a deleted copy whose content is still indexed elsewhere.
+    Images are hashed only when something is known to match against, so a first build reads every
+    image once (to decode it), not twice; then everything to embed is the candidate spool itself.
     """
-    from collections import Counter
-
-    current = {e.rel for e in entries}
-    gone = Counter(rec["hash"] for path, rec in prev_by_path.items() if path not in current)
-    for rel in sorted(final):
-        rec, source = final[rel]
-        if rel in prev_by_path or source is None or source[0] != "prev" or rel not in current:
-            continue
-        if gone[rec["hash"]] > 0:
-            gone[rec["hash"]] -= 1
-            summary.renamed += 1
-        else:
-            summary.duplicates += 1
-    summary.removed = sum(gone.values())
-
-
-def _same_stat(rec: dict | None, entry: FileEntry) -> bool:
-    return bool(rec) and rec["size"] == entry.size and rec["mtime_ns"] == entry.mtime_ns
-
-
-def _match_by_stat(entries: list[FileEntry], prev_by_path: dict[str, dict], resumed: dict, final: dict,
-                   summary: BuildSummary) -> list[FileEntry]:
-    """Keep files whose path, size and mtime match the index or a resumed chunk; return the rest.
-
-    Why: stat is free, so most of an unchanged collection is settled without reading a byte.
-    """
-    candidates: list[FileEntry] = []
-    for entry in entries:
-        old = prev_by_path.get(entry.rel)
-        res = resumed.get(entry.rel)
-        if _same_stat(old, entry):
-            source = ("prev", old["row"]) if old["status"] == "ok" else None
-            final[entry.rel] = (_record(entry, **{k: old[k] for k in RECORD_KEYS[3:]}), source)
-            summary.unchanged += old["status"] == "ok"
-        elif _same_stat(res[0] if res else None, entry):
-            final[entry.rel] = (res[0], ("vec", res[1]) if res[0]["status"] == "ok" else None)
-            summary.indexed += res[0]["status"] == "ok"
-            summary.resumed += 1
-        else:
-            candidates.append(entry)
-    return candidates
-
-
-def _known_content(prev_by_path: dict[str, dict], resumed: dict) -> tuple[dict, dict]:
-    """Embeddings and sizes of every readable image already seen, keyed by content hash."""
-    known_hash: dict[str, tuple[str, Any]] = {}   # hash -> ("prev", row) | ("vec", spool row)
-    known_size: dict[str, tuple[Any, Any]] = {}   # hash -> (width, height)
-    for rec in prev_by_path.values():
-        if rec["status"] == "ok" and rec["hash"]:
-            known_hash[rec["hash"]] = ("prev", rec["row"])
-            known_size[rec["hash"]] = (rec["width"], rec["height"])
-    for rec, vec in resumed.values():
-        if rec["status"] == "ok" and rec["hash"]:
-            known_hash.setdefault(rec["hash"], ("vec", vec))
-            known_size.setdefault(rec["hash"], (rec["width"], rec["height"]))
-    return known_hash, known_size
-
-
-def _match_by_hash(opts: BuildOptions, candidates: list[FileEntry], prev_by_path: dict[str, dict],
-                   resumed: dict, final: dict, summary: BuildSummary,
-                   events: BuildEvents) -> tuple[list[FileEntry], dict[str, str | None]]:
-    """Reuse the embedding of a renamed, touched or copied file; return what must be embedded.
-
-    Files are hashed only when something is known to match against, so a first build reads
-    every image once (to decode it), not twice.
-    """
-    known_hash, known_size = _known_content(prev_by_path, resumed)
-    hashes: dict[str, str | None] = {}
-    if known_hash and candidates:
-        events.on_stage("Hashing changed files")
-        hashes = hash_many(opts.root, [e.rel for e in candidates])
-    todo: list[FileEntry] = []
-    for entry in candidates:
+    resolved: dict[int, tuple] = {}   # candidate -> (record, embedding source, new path reusing an old one)
+    if not len(plan.cands):
+        return resolved, [], {}
+    if not (plan.prev_has_vectors or any(rec["status"] == "ok" for rec, _ in resumed.values())):
+        return resolved, _Todo(plan.cands, None), {}
+    events.on_stage("Hashing changed files")
+    hashes = hash_many(opts.root, (entry_of(c) for c in plan.cands))
+    known = known_content({h for h in hashes.values() if h}, prev.records(), resumed)
+    todo: list[int] = []
+    for c, cand in enumerate(plan.cands):
+        entry, old = entry_of(cand), (None if cand["old"] is None else json.loads(cand["old"]))
         h = hashes.get(entry.rel)
-        old = prev_by_path.get(entry.rel)
-        if h is not None and h in known_hash:
-            width, height = known_size[h]
-            final[entry.rel] = (_record(entry, hash=h, width=width, height=height), known_hash[h])
+        if h is not None and h in known:
+            kind, row, width, height = known[h]
+            rec = record(entry, hash=h, width=width, height=height, **read_sidecars(opts.root, entry))
+            resolved[c] = (rec, (kind, row), old is None)
             summary.unchanged += old is not None  # touched; a new path is a rename or a duplicate
             summary.reused_by_hash += 1
         elif old and h is not None and old["hash"] == h and old["status"] != "ok":
-            final[entry.rel] = (_record(entry, **{k: old[k] for k in RECORD_KEYS[3:]}), None)
+            resolved[c] = (record(entry, **old), None, False)
         else:
-            todo.append(entry)
-    return todo, hashes
+            todo.append(c)
+    return resolved, _Todo(plan.cands, todo), hashes
 
 
-def _embed(opts: BuildOptions, clip, todo: list[FileEntry], hashes: dict, pending: _Pending,
-           final: dict, summary: BuildSummary, events: BuildEvents) -> float:
+class _Todo(Sequence):
+    """The candidates to embed, as FileEntry, read from the candidate spool (all of it, or the listed ones)."""
+
+    def __init__(self, cands, picked: list[int] | None) -> None:
+        self.cands, self.picked = cands, picked
+
+    def __len__(self) -> int:
+        return len(self.cands) if self.picked is None else len(self.picked)
+
+    def __getitem__(self, i: int) -> FileEntry:
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return entry_of(self.cands[i if self.picked is None else self.picked[i]])
+
+
+def _embed(opts: BuildOptions, clip, todo: Sequence[FileEntry], hashes: dict, pending: Pending,
+           summary: BuildSummary, events: BuildEvents) -> float:
     """Decode in workers, embed in the main process (or in `opts.embedder`), persist each batch as a chunk."""
     from index.dataset import DecodeDataset, make_loader
 
-    if not todo:
+    if not len(todo):
         return 0.0
     if opts.embedder is not None:
         events.on_stage("Embedding")
         events.on_embed_start(len(todo))
-        return _embed_batches(opts, todo, opts.embedder(opts, todo, hashes), pending, final, summary, events)
+        return _embed_batches(opts, todo, opts.embedder(opts, todo, hashes), pending, summary, events)
     workers = opts.workers
     if workers is None:
         workers = 0 if len(todo) < 2 * opts.batch_size else min(4, os.cpu_count() or 1)
-    dataset = DecodeDataset(opts.root, [e.rel for e in todo], clip.preprocess, opts.max_pixels,
-                            [hashes.get(e.rel) for e in todo])
+    dataset = DecodeDataset(opts.root, todo, clip.preprocess, opts.max_pixels, hashes, opts.dct)
     loader = make_loader(dataset, opts.batch_size, workers, pin_memory=clip.device.startswith("cuda"))
     events.on_stage("Embedding")
     events.on_embed_start(len(todo))
     with _share_cores(clip.device, workers):
-        return _embed_batches(opts, todo, _local_batches(clip, loader), pending, final, summary, events)
+        return _embed_batches(opts, todo, _local_batches(clip, loader), pending, summary, events)
 
 
 def _local_batches(clip, loader) -> Iterator[tuple[np.ndarray, list[dict], float]]:
@@ -441,75 +313,76 @@ def _share_cores(device: str, workers: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _embed_batches(opts: BuildOptions, todo: list[FileEntry], batches: Iterator, pending: _Pending, final: dict,
+def _embed_batches(opts: BuildOptions, todo: Sequence[FileEntry], batches: Iterator, pending: Pending,
                    summary: BuildSummary, events: BuildEvents) -> float:
     try:
-        return _record_batches(opts, todo, batches, pending, final, summary, events)
+        return _record_batches(opts, todo, batches, pending, summary, events)
     finally:  # stop decode workers (or Ray) now, also on error: their inherited fds would hold the lock
         getattr(batches, "close", lambda: None)()
 
 
-def _record_batches(opts: BuildOptions, todo: list[FileEntry], batches: Iterator, pending: _Pending, final: dict,
+def _record_batches(opts: BuildOptions, todo: Sequence[FileEntry], batches: Iterator, pending: Pending,
                     summary: BuildSummary, events: BuildEvents) -> float:
-    embed_seconds = 0.0
+    """Record each finished batch as a chunk, in the order of `todo` (the order `_publish` reads them back)."""
+    embed_seconds, waiting, next_i = 0.0, {}, 0
     for batch_no, (emb, meta, seconds) in enumerate(batches):
         if opts.fail_after_batches is not None and batch_no >= opts.fail_after_batches:
             raise BuildInterrupted(f"simulated interruption after {batch_no} batches")
         embed_seconds += seconds
-        records, row = [], pending.spool.append(emb)
+        records = []
         for item in meta:
             entry = todo[item["i"]]
             summary.decode_seconds += item["seconds"]
+            extra = {"caption": item.get("caption"), "json": item.get("json")}
             if item["ok"]:
-                rec = _record(entry, hash=item["hash"], width=item["width"], height=item["height"])
-                final[entry.rel] = (rec, ("vec", row))
-                row += 1
+                records.append(record(entry, hash=item["hash"], width=item["width"], height=item["height"], **extra))
                 summary.indexed += 1
             else:
-                rec = _record(entry, hash=item["hash"], status="error", error=item["error"])
-                final[entry.rel] = (rec, None)
+                records.append(record(entry, hash=item["hash"], status="error", error=item["error"], **extra))
                 events.on_skip(entry.rel, item["error"])
-            records.append(rec)
-        pending.add(records, emb)
+        waiting[meta[0]["i"] if meta else next_i] = (records, emb)
+        while next_i in waiting:  # a batch that finished early (Ray) waits for the ones before it
+            records, emb = waiting.pop(next_i)
+            pending.add(records, emb)
+            next_i += max(1, len(records))
         events.on_batch(len(meta))
     return embed_seconds
 
 
-def _publish(opts: BuildOptions, clip, store: IndexDir, prev_manifest: dict | None, final: dict,
-             prev_emb, spool, summary: BuildSummary) -> dict[str, Any]:
+def _publish(opts: BuildOptions, clip, store: IndexDir, prev: _Previous, plan: Plan, resolved: dict,
+             pending: Pending, summary: BuildSummary) -> dict[str, Any]:
     """Write the new generation (items, embeddings, FAISS) under temp names, then swap the manifest."""
-    records, sources = [], []
-    for path in sorted(final):
-        rec, source = final[path]
-        rec = dict(rec, row=-1)
-        if rec["status"] == "ok":
-            rec["row"] = len(sources)
-            sources.append(source)
-        records.append(rec)
-    n = len(sources)
-    gpu = faiss_index.gpu_available()  # recorded in the manifest: IVF training ran on it
-    kind = opts.index_type or faiss_index.choose_index_type(n, clip.dim, opts.max_memory)
-    gen = _next_generation(store, prev_manifest)
-    files = _generation_files(gen, n)
-    checks, built, kind = _write_generation(store, files, records, _embedding_blocks(sources, prev_emb, spool, clip.dim),
-                                            n, clip.dim, kind, summary)
-    model = opts.model or (prev_manifest or {}).get("model")
+    gen = _next_generation(store, prev.manifest)
+    items_name = f"items-{gen}.parquet"
+    try:
+        n, seen, errors = _write_items(store, items_name, plan, resolved, pending, summary)
+        files = _generation_files(gen, n)
+        gpu = faiss_index.gpu_available()  # recorded in the manifest: IVF training ran on it
+        kind = opts.index_type or faiss_index.choose_index_type(n, clip.dim, opts.max_memory)
+        blocks = _embedding_blocks(pending.dir / "sources.bin", prev.emb, pending.spool, clip.dim)
+        checks, built, kind = _write_generation(store, files, blocks, n, clip.dim, kind, summary)
+    except BaseException:
+        (store.path / items_name).unlink(missing_ok=True)
+        raise
+    model = opts.model or (prev.manifest or {}).get("model")
     manifest = {
         "format_version": FORMAT_VERSION,
         "generation": gen,
         "root": str(opts.root),
+        "source": opts.source or str(opts.root),
         "clip": {"spec": opts.clip_spec, "fingerprint": clip.fingerprint, "dim": clip.dim},
         "model": model,
         "count": n,
-        "files_seen": len(records),
-        "errors": sum(1 for r in records if r["status"] != "ok"),
+        "files_seen": seen,
+        "errors": errors,
         "max_pixels": opts.max_pixels,
+        "decode": "dct-scaled" if opts.dct else "full",
         "faiss": {"type": kind, "params": built.params, "recall_at_10": round(built.recall_at_10, 4),
                   "recall_queries": built.recall_queries, "gpu": gpu, "tuning": built.tuning,
                   "build_seconds": round(built.build_seconds, 3)},
         "files": files,
         "checks": checks,
-        "created": (prev_manifest or {}).get("created", _now()),
+        "created": (prev.manifest or {}).get("created", _now()),
         "updated": _now(),
     }
     try:
@@ -522,6 +395,74 @@ def _publish(opts: BuildOptions, clip, store: IndexDir, prev_manifest: dict | No
     return manifest
 
 
+def _final_records(plan: Plan, resolved: dict, pending: Pending) -> Iterator[tuple[dict, tuple | None, bool]]:
+    """(record, embedding source, is a new path reusing an old embedding) of every entry, in path order:
+    the plan's decisions, with each candidate replaced by its hash match or its embedded record."""
+    embedded = pending.this_run()
+    spool_row = _RowCounter(pending)
+    for c_rec in plan.plan:
+        kind, row = KIND[c_rec.pop("src")], c_rec.pop("src_row")
+        if kind != "cand":
+            yield c_rec, (kind, row) if kind else None, False
+        elif row in resolved:
+            yield resolved[row]
+        else:
+            rec = next(embedded)
+            if rec["path"] != c_rec["path"]:
+                raise RuntimeError(f"embedded records out of order at {c_rec['path']!r} ({rec['path']!r})")
+            yield rec, ("vec", spool_row.take()) if rec["status"] == "ok" else None, False
+
+
+class _RowCounter:
+    """The spool row of each vector this run embedded, in the order they were spooled."""
+
+    def __init__(self, pending: Pending) -> None:
+        self.next = pending.first_row
+
+    def take(self) -> int:
+        self.next += 1
+        return self.next - 1
+
+
+def _write_items(store: IndexDir, name: str, plan: Plan, resolved: dict, pending: Pending,
+                 summary: BuildSummary) -> tuple[int, int, int]:
+    """Stream the final records into the items table and the embedding sources into `sources.bin`;
+    returns (images with an embedding, entries seen, errors). Counts renames, duplicates, removals."""
+    from index.records import ItemsWriter
+    from index.store import atomic_path
+
+    n = seen = errors = 0
+    gone = plan.gone
+    sources = np.empty((4096, 2), np.int64)
+    with atomic_path(store.path / name) as tmp, open(pending.dir / "sources.bin", "wb") as out:
+        writer, filled = ItemsWriter(tmp), 0
+        for rec, source, moved in _final_records(plan, resolved, pending):
+            seen += 1
+            rec = dict(rec, row=-1)
+            if rec["status"] == "ok":
+                rec["row"], n = n, n + 1
+                sources[filled] = (1 if source[0] == "prev" else 2, source[1])
+                filled += 1
+                if filled == len(sources):
+                    out.write(sources.tobytes())
+                    filled = 0
+            else:
+                errors += 1
+                summary.skipped += 1
+                summary.skipped_files.append((rec["path"], rec["error"]))
+            if moved and source[0] == "prev":  # a rename when a path with this content is gone, else a copy
+                if gone[rec["hash"]] > 0:
+                    gone[rec["hash"]] -= 1
+                    summary.renamed += 1
+                else:
+                    summary.duplicates += 1
+            writer.write(rec)
+        out.write(sources[:filled].tobytes())
+        writer.close()
+    summary.removed = sum(gone.values())
+    return n, seen, errors
+
+
 def _generation_files(gen: int, rows: int) -> dict[str, str]:
     """The data file names of generation `gen`: one embeddings shard per SHARD_ROWS rows."""
     from index.shards import shard_count, shard_names
@@ -532,18 +473,20 @@ def _generation_files(gen: int, rows: int) -> dict[str, str]:
     return files
 
 
-def _embedding_blocks(sources: list, prev_emb, spool, dim: int, rows: int = 65536) -> Iterator[np.ndarray]:
+def _embedding_blocks(sources_file: Path, prev_emb, spool, dim: int, rows: int = 65536) -> Iterator[np.ndarray]:
     """The new generation's embeddings, `rows` at a time: reused rows read from the previous
     generation's shards, new ones from this build's spool (both gathered in sorted reads)."""
-    for start in range(0, len(sources), rows):
-        part = sources[start:start + rows]
-        block = np.zeros((len(part), dim), np.float16)
-        for kind, store in (("prev", prev_emb), ("vec", spool)):
-            pairs = [(i, s[1]) for i, s in enumerate(part) if s[0] == kind]
-            if pairs:
-                dst, src = map(np.asarray, zip(*pairs))
-                block[dst] = store[src]
-        yield block
+    with open(sources_file, "rb") as handle:
+        while True:
+            part = np.frombuffer(handle.read(rows * 16), np.int64).reshape(-1, 2)
+            if not len(part):
+                return
+            block = np.zeros((len(part), dim), np.float16)
+            for code, store in ((1, prev_emb), (2, spool)):
+                dst = np.flatnonzero(part[:, 0] == code)
+                if len(dst):
+                    block[dst] = store[part[dst, 1]]
+            yield block
 
 
 def _build_faiss(emb, kind: str, summary: BuildSummary):
@@ -563,9 +506,9 @@ def _build_faiss(emb, kind: str, summary: BuildSummary):
         return faiss_index.build_tuned(emb, "flat"), "flat"
 
 
-def _write_generation(store: IndexDir, files: dict[str, str], records: list[dict], blocks: Iterator[np.ndarray],
+def _write_generation(store: IndexDir, files: dict[str, str], blocks: Iterator[np.ndarray],
                       rows: int, dim: int, kind: str, summary: BuildSummary) -> tuple[dict[str, dict], Any, str]:
-    """Write the generation's data files -- items, embedding shards streamed block by block, then the
+    """Write the generation's data files -- (items already written), embedding shards streamed block by block, then the
     FAISS index built from those shards -- so memory stays bounded at any collection size; on any
     failure remove them all (the manifest still names the old ones)."""
     from index.integrity import embedding_keys, file_check
@@ -573,7 +516,6 @@ def _write_generation(store: IndexDir, files: dict[str, str], records: list[dict
     from index.store import atomic_path
 
     try:
-        store.write_items(Items.from_records(records), files["items"])
         shard_paths = [store.path / files[key] for key in embedding_keys(files)]
         writer = ShardWriter(shard_paths, rows, dim)
         for block in blocks:

@@ -1,4 +1,4 @@
-"""Decoding in DataLoader worker processes: file -> (preprocessed tensor | error, size, hash).
+"""Decoding in DataLoader worker processes: image -> (preprocessed tensor | error, size, hash, caption).
 
 Decoding and resizing dominate CPU time for small CLIPs, so they run in workers while the main
 process embeds; a bad file becomes an error record instead of stopping the batch.
@@ -8,42 +8,48 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
-from index.imageio import ImageDecodeError, open_rgb
-from index.scan import content_hash
+from index.imageio import ImageDecodeError, decode
+from index.scan import FileEntry, digest, entry_bytes, read_sidecars
 
 
 class DecodeDataset:
-    """Map-style dataset over relative paths; item = dict(i, pixels|None, width, height, hash, error, seconds)."""
+    """Map-style dataset over scan entries (loose files or shard members); item = dict(i, pixels|None,
+    width, height, hash, error, caption, json, seconds). Each image is read once: hashed and decoded
+    from the same bytes; a JPEG is decoded at the DCT scale the model needs unless `dct` is off."""
 
-    def __init__(self, root: Path, rels: list[str], preprocess: Callable, max_pixels: int,
-                 hashes: list[str | None]) -> None:
+    def __init__(self, root: Path, entries: Sequence[FileEntry], preprocess: Callable, max_pixels: int,
+                 hashes: dict[str, str | None], dct: bool = True) -> None:
         self.root = Path(root)
-        self.rels = rels
+        self.entries = entries
         self.preprocess = preprocess
         self.max_pixels = max_pixels
         self.hashes = hashes
+        self.dct = dct
         self.resize_to = resize_side(preprocess)
 
     def __len__(self) -> int:
-        return len(self.rels)
+        return len(self.entries)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         start = time.perf_counter()
-        path = self.root / self.rels[i]
+        entry = self.entries[i]
         item: dict[str, Any] = {"i": i, "pixels": None, "width": None, "height": None,
-                                "hash": self.hashes[i], "error": None}
+                                "hash": self.hashes.get(entry.rel), "error": None}
+        item.update(read_sidecars(self.root, entry))
         try:
-            if item["hash"] is None:
-                item["hash"] = content_hash(path)
-            image = open_rgb(path, self.max_pixels, self.resize_to)
-            item["width"], item["height"] = image.size
-            item["pixels"] = self.preprocess(image)
+            data = entry_bytes(self.root, entry)
+            item["hash"] = item["hash"] or digest(data)
+            if not data:
+                raise ImageDecodeError("empty file (0 bytes)")
+            decoded = decode(data, self.max_pixels, self.resize_to, self.dct)
+            item["width"], item["height"] = decoded.width, decoded.height
+            item["pixels"] = self.preprocess(decoded.image)
         except ImageDecodeError as exc:
             item["error"] = str(exc)
-        except OSError as exc:
-            item["error"] = f"unreadable ({exc.strerror or exc})"
+        except (OSError, EOFError) as exc:
+            item["error"] = f"unreadable ({getattr(exc, 'strerror', None) or exc})"
         except Exception as exc:  # a preprocess failure on one odd file must not end the build
             item["error"] = f"could not be prepared ({type(exc).__name__}: {exc})"
         item["seconds"] = time.perf_counter() - start

@@ -10,34 +10,60 @@ batches, so the index is the same whichever way it was embedded.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from index.ray_cluster import ray_session
+from index.scan import FileEntry
 
 
-def decode_batch(batch: dict[str, np.ndarray], root: str, preprocess, max_pixels: int) -> dict[str, np.ndarray]:
-    """Ray task (one CPU): decode and preprocess a batch of files exactly as a local build's DataLoader
-    workers do (index/dataset.py); a bad file becomes its error, with zero pixels and ok=False."""
+def decode_batch(batch: dict[str, np.ndarray], root: str, preprocess, max_pixels: int,
+                 dct: bool = True) -> dict[str, np.ndarray]:
+    """Ray task (one CPU): decode and preprocess one group of images -- members of one shard, or loose
+    files -- exactly as a local build's DataLoader workers do (index/dataset.py); a bad image becomes
+    its error, with zero pixels and ok=False."""
     from index.dataset import DecodeDataset
 
-    rels = [str(r) for r in batch["rel"]]
-    dataset = DecodeDataset(Path(root), rels, preprocess, max_pixels, [str(h) or None for h in batch["hash"]])
-    items = [dataset[j] for j in range(len(rels))]
+    rows = [row for group in batch["group"] for row in json.loads(str(group))]
+    entries = [FileEntry(r["rel"], r["size"], r["mtime_ns"], r["shard"], r["offset"],
+                         tuple(tuple(s) for s in r["sidecars"]), r["shard_size"]) for r in rows]
+    dataset = DecodeDataset(Path(root), entries, preprocess, max_pixels, {r["rel"]: r["hash"] for r in rows}, dct)
+    items = [dataset[j] for j in range(len(rows))]
     shape = next((tuple(it["pixels"].shape) for it in items if it["pixels"] is not None), (0,))
     pixels = np.zeros((len(items), *shape), np.float32)
     for j, it in enumerate(items):
         if it["pixels"] is not None:
             pixels[j] = it["pixels"].numpy()
-    return {"i": batch["i"], "ok": np.array([it["pixels"] is not None for it in items], bool), "pixels": pixels,
+    return {"i": np.array([r["i"] for r in rows], np.int64),
+            "ok": np.array([it["pixels"] is not None for it in items], bool), "pixels": pixels,
             "hash": np.array([it["hash"] or "" for it in items], object),
             "width": np.array([-1 if it["width"] is None else it["width"] for it in items], np.int64),
             "height": np.array([-1 if it["height"] is None else it["height"] for it in items], np.int64),
             "error": np.array([it["error"] or "" for it in items], object),
+            "caption": np.array([it["caption"] or "" for it in items], object),
+            "json": np.array([it["json"] or "" for it in items], object),
             "decode_s": np.array([it["seconds"] for it in items], np.float64)}
+
+
+def shard_groups(todo: Sequence[FileEntry], hashes: dict, size: int) -> list[dict[str, str]]:
+    """The images to embed in groups of up to `size` that never span two shards: each decode task
+    then reads one shard front to back (one file open, sequential reads), as a shard is meant to be read."""
+    groups, current = [], []
+    for i in range(len(todo)):
+        entry = todo[i]
+        if current and (len(current) == size or current[-1]["shard"] != entry.shard):
+            groups.append({"group": json.dumps(current)})
+            current = []
+        current.append({"i": i, "rel": entry.rel, "size": entry.size, "mtime_ns": entry.mtime_ns,
+                        "shard": entry.shard, "offset": entry.offset, "sidecars": entry.sidecars, "shard_size": entry.shard_size,
+                        "hash": hashes.get(entry.rel)})
+    if current:
+        groups.append({"group": json.dumps(current)})
+    return groups
 
 
 class EmbedActor:
@@ -82,26 +108,27 @@ class RayEmbedder:
         self.preprocess = preprocess  # the driver's CLIP preprocess, shipped to the decode tasks (no weights)
         self.init_options = init_options or {}
 
-    def __call__(self, opts, todo: list, hashes: dict) -> Iterator[tuple[np.ndarray, list[dict], float]]:
+    def __call__(self, opts, todo: Sequence, hashes: dict) -> Iterator[tuple[np.ndarray, list[dict], float]]:
         # every core decodes, so a local Ray gets them all (index/ray_cluster.py's default)
         with ray_session(self.address, self.init_options) as ray:
             yield from self._run(ray, opts, todo, hashes)
 
-    def _run(self, ray, opts, todo: list, hashes: dict) -> Iterator[tuple[np.ndarray, list[dict], float]]:
+    def _run(self, ray, opts, todo: Sequence, hashes: dict) -> Iterator[tuple[np.ndarray, list[dict], float]]:
         from ray.data import ActorPoolStrategy, DataContext
 
-        DataContext.get_current().enable_progress_bars = False  # the build's own bar counts images
+        context = DataContext.get_current()
+        context.enable_progress_bars = False  # the build's own bar counts images
+        context.execution_options.preserve_order = True  # the builder records batches in image order
         gpus = int(ray.cluster_resources().get("GPU", 0))
         cpus = int(ray.cluster_resources().get("CPU", 1))
         actors = self.workers or gpus or max(1, cpus // 2)  # on CPUs, half the cores embed, half decode
         device = self.device if self.device != "auto" else ("cuda" if gpus else "cpu")
-        rows = [{"i": i, "rel": e.rel, "hash": hashes.get(e.rel) or ""} for i, e in enumerate(todo)]
-        blocks = max(1, min(len(rows), -(-len(rows) // opts.batch_size)))
-        actors = min(actors, blocks)  # an actor with no block to embed would only load CLIP
-        ds = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
-            decode_batch, batch_size=opts.batch_size, batch_format="numpy", num_cpus=1,
+        groups = shard_groups(todo, hashes, opts.batch_size)
+        actors = min(actors, len(groups))  # an actor with no block to embed would only load CLIP
+        ds = ray.data.from_items(groups, override_num_blocks=len(groups)).map_batches(
+            decode_batch, batch_size=1, batch_format="numpy", num_cpus=1,
             fn_kwargs={"root": str(opts.root), "preprocess": self.preprocess,
-                       "max_pixels": opts.max_pixels})
+                       "max_pixels": opts.max_pixels, "dct": opts.dct})
         ds = ds.map_batches(
             EmbedActor, batch_size=opts.batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=actors),
             num_gpus=1 if gpus and device.startswith("cuda") else 0, num_cpus=0,  # the CPUs go to decoding
@@ -116,7 +143,8 @@ def _unpack(batch: dict[str, np.ndarray]) -> tuple[np.ndarray, list[dict], float
     meta = [{"i": int(batch["i"][j]), "ok": bool(ok[j]), "hash": str(batch["hash"][j]) or None,
              "width": None if batch["width"][j] < 0 else int(batch["width"][j]),
              "height": None if batch["height"][j] < 0 else int(batch["height"][j]),
-             "error": str(batch["error"][j]) or None, "seconds": float(batch["decode_s"][j])}
+             "error": str(batch["error"][j]) or None, "seconds": float(batch["decode_s"][j]),
+             "caption": str(batch["caption"][j]) or None, "json": str(batch["json"][j]) or None}
             for j in range(len(ok))]
     emb = np.asarray(batch["emb"], np.float32)[ok]
     return emb, meta, float(np.sum(batch["embed_s"]))

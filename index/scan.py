@@ -1,10 +1,17 @@
-"""Find the image files under a folder and fingerprint their contents.
+"""Find the images of a collection -- loose files and webdataset tar shards -- in sorted path order.
+
+The scan is a generator: it yields one `FileEntry` (or `Skipped`) at a time, in the order of
+Python's string comparison of the relative paths, which is the order the items table is written
+in. Why: the builder matches the scan against the previous generation as a sorted merge of two
+streams (index/plan.py), so a build's memory does not grow with the number of files. Only one
+folder listing (or one shard's member listing) is held at a time.
 
 The scan never reads a byte of a file before it knows the file is a regular file (a FIFO or a
 link to /dev/zero named like an image would otherwise hang the build), follows linked folders
 once each (a loop is recorded, not walked forever), and records every entry it does not index
 with the reason. A name that is not valid UTF-8 is indexed under a safe, reversible spelling
-(`safe_name`), since the items table stores UTF-8 text.
+(`safe_name`), since the items table stores UTF-8 text. A `.tar` file is a shard: its image
+members are entries named `SHARD/MEMBER` (read in place by offset, never extracted).
 """
 
 from __future__ import annotations
@@ -12,60 +19,66 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import re
 import stat as stat_
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable, Iterator
 
-from index.imageio import IMAGE_EXTENSIONS
-
-_ESCAPE = re.compile(r"\\x([0-9a-f]{2})")
+from index.files import IMAGE_EXTENSIONS, file_kind, open_regular, safe_name
+from index.tars import COMPRESSED, Member, is_image_member, is_shard_name, list_members, read_range, read_text, sidecars
 
 
 @dataclass(frozen=True)
 class FileEntry:
-    """A file as seen by a scan: path relative to the root (POSIX, safe UTF-8), size and mtime in ns."""
+    """An image as seen by a scan: path relative to the root (POSIX, safe UTF-8), size and mtime in ns.
+
+    A member of a tar shard also names the shard (relative path), where its bytes start, and its
+    caption/JSON members as (extension, offset, size); its mtime is the shard's. A loose file's
+    sidecars are files beside it (`a.jpg` -> `a.txt`), with offset -1.
+    """
 
     rel: str
     size: int
     mtime_ns: int
+    shard: str | None = None
+    offset: int = -1
+    sidecars: tuple[tuple[str, int, int], ...] = ()
+    shard_size: int = -1
+
+
+@dataclass(frozen=True)
+class Shard:
+    """A tar shard as a scan meets it: its size and mtime now, and its image members when asked.
+
+    Why lazy: listing a shard reads a header per member; a build that finds the shard as the
+    previous generation recorded it keeps those records and never lists it (index/plan.py).
+    """
+
+    rel: str
+    size: int
+    mtime_ns: int
+    path: Path
+
+    def members(self) -> Iterator["FileEntry | Skipped"]:
+        return _shard_members(self)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An entry the scan does not index, with the reason."""
+
+    rel: str
+    reason: str
 
 
 @dataclass
 class ScanResult:
-    """What a scan found: files to index, entries it could not index (path, reason), renamed names."""
+    """What a scan found, collected: files to index, entries it could not index (path, reason), renamed names."""
 
     entries: list[FileEntry] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     renamed: list[str] = field(default_factory=list)   # indexed under the safe spelling of an undecodable name
-
-
-def safe_name(name: str) -> str:
-    """A name as valid UTF-8: bytes that are not UTF-8 (surrogate-escaped by os) become `\\xNN`."""
-    try:
-        name.encode("utf-8")
-        return name
-    except UnicodeEncodeError:
-        return os.fsencode(name).decode("utf-8", "backslashreplace")
-
-
-def fs_path(path: str | Path) -> Path:
-    """The file a (possibly safe-spelled) path names: undo `safe_name` when the spelled path does not exist."""
-    path = Path(path)
-    text = str(path)
-    if "\\x" not in text or os.path.lexists(text):
-        return path
-    raw = _ESCAPE.sub(lambda m: chr(0xDC00 + int(m.group(1), 16)), text)
-    return Path(raw)
-
-
-def _kind(mode: int) -> str:
-    for test, name in ((stat_.S_ISFIFO, "a FIFO"), (stat_.S_ISCHR, "a character device"),
-                       (stat_.S_ISBLK, "a block device"), (stat_.S_ISSOCK, "a socket"), (stat_.S_ISDIR, "a folder")):
-        if test(mode):
-            return name
-    return "not a regular file"
 
 
 def _stat_reason(exc: OSError, is_link: bool) -> str:
@@ -73,49 +86,92 @@ def _stat_reason(exc: OSError, is_link: bool) -> str:
         return "symlink loop"
     if exc.errno == errno.ENOENT and is_link:
         return "broken symlink (its target does not exist)"
+    if exc.errno == errno.ENOENT:
+        return "not found"
     if exc.errno in (errno.EACCES, errno.EPERM):
         return "permission denied"
     return f"cannot be read ({exc.strerror or exc})"
 
 
-def scan_folder(root: Path) -> ScanResult:
-    """All files with an image extension under `root`, recursively, sorted by relative path.
+def scan_folder(root: Path, shards: list[Path] | None = None) -> ScanResult:
+    """`iter_scan` collected into lists (for small collections and tests)."""
+    result = ScanResult()
+    for found in iter_scan(root, shards, result.renamed):
+        for item in found.members() if isinstance(found, Shard) else (found,):
+            if isinstance(item, Skipped):
+                result.skipped.append((item.rel, item.reason))
+            else:
+                result.entries.append(item)
+    return result
+
+
+def scan_images(root: Path) -> list[FileEntry]:
+    """The indexable files under `root` (see `iter_scan` for what is skipped and why)."""
+    return scan_folder(root).entries
+
+
+def iter_scan(root: Path, shards: list[Path] | None = None,
+              renamed: list[str] | None = None) -> Iterator[FileEntry | Skipped | Shard]:
+    """Every image under `root` (or in the listed `shards` only), sorted by relative path.
 
     Hidden folders (such as a `.discff` index kept inside the collection) are not entered; files
-    without an image extension are not images and are not reported.
+    without an image extension are not images and are not reported. A tar shard is yielded as a
+    `Shard` whose members the consumer lists (or not). `renamed` collects the names indexed
+    under a safe spelling.
     """
-    result = ScanResult()
-    seen_dirs = {os.path.realpath(root)}
+    renamed = renamed if renamed is not None else []
+    if shards is not None:
+        for key, full in sorted((safe_name(p.relative_to(root).as_posix()) + "/", p) for p in shards):
+            yield from _scan_shard(key[:-1], full)
+        return
+    yield from _walk(Path(root), "", {os.path.realpath(root)}, renamed)
 
-    def unreadable(exc: OSError) -> None:
-        rel = Path(exc.filename).relative_to(root).as_posix() if exc.filename else "."
-        result.skipped.append((safe_name(rel) + "/", f"folder not read: {_stat_reason(exc, False)}"))
 
-    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=True):
-        kept = []
-        for d in sorted(dirnames):
-            if d.startswith("."):
-                continue
-            full = os.path.join(dirpath, d)
-            if os.path.islink(full):
-                real = os.path.realpath(full)
-                rel = safe_name(Path(full).relative_to(root).as_posix()) + "/"
-                if real in _ancestors(dirpath):
-                    result.skipped.append((rel, "symlink loop (links to a folder that contains it)"))
-                    continue
-                if real in seen_dirs:
-                    result.skipped.append((rel, "symlink to a folder already scanned"))
-                    continue
-                seen_dirs.add(real)
-            kept.append(d)
-        dirnames[:] = kept
-        for name in filenames:
-            if Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
-                continue
-            _scan_file(root, Path(dirpath) / name, result)
-    result.entries.sort(key=lambda e: e.rel)
-    result.skipped.sort()
-    return result
+def _walk(root: Path, rel_dir: str, seen_dirs: set[str],
+          renamed: list[str]) -> Iterator[FileEntry | Skipped | Shard]:
+    full_dir = root / rel_dir if rel_dir else root
+    try:
+        with os.scandir(full_dir) as listing:
+            children = [(entry.name, _is_dir(entry)) for entry in listing]
+    except OSError as exc:
+        yield Skipped(safe_name(rel_dir) + "/" if rel_dir else "./", f"folder not read: {_stat_reason(exc, False)}")
+        return
+    names = {name for name, _ in children}
+    # a folder sorts as "name/": then the walk's order is exactly the sorted order of the full paths
+    keyed = sorted((safe_name(name) + ("/" if is_dir or is_shard_name(name) else ""), name, is_dir)
+                   for name, is_dir in children)
+    for key, name, is_dir in keyed:
+        rel = f"{rel_dir}/{name}" if rel_dir else name
+        if is_dir:
+            if not name.startswith("."):
+                yield from _enter(root, rel, seen_dirs, renamed)
+        elif is_shard_name(name) or name.lower().endswith(COMPRESSED):
+            yield from _scan_shard_file(root, rel, renamed)
+        elif os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+            yield from _scan_file(root, rel, names, renamed)
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _enter(root: Path, rel: str, seen_dirs: set[str],
+           renamed: list[str]) -> Iterator[FileEntry | Skipped | Shard]:
+    """Walk a sub-folder, refusing a linked folder that loops or was already scanned."""
+    full = root / rel
+    if os.path.islink(full):
+        real = os.path.realpath(full)
+        if real in _ancestors(str(full.parent)):
+            yield Skipped(safe_name(rel) + "/", "symlink loop (links to a folder that contains it)")
+            return
+        if real in seen_dirs:
+            yield Skipped(safe_name(rel) + "/", "symlink to a folder already scanned")
+            return
+        seen_dirs.add(real)
+    yield from _walk(root, rel, seen_dirs, renamed)
 
 
 def _ancestors(dirpath: str) -> list[str]:
@@ -123,59 +179,118 @@ def _ancestors(dirpath: str) -> list[str]:
     return [real] + [str(p) for p in Path(real).parents]
 
 
-def _scan_file(root: Path, full: Path, result: ScanResult) -> None:
-    raw_rel = full.relative_to(root).as_posix()
-    rel = safe_name(raw_rel)
-    if rel != raw_rel:
-        result.renamed.append(rel)
+def _regular_stat(root: Path, raw_rel: str, rel: str) -> os.stat_result | Skipped:
+    full = root / raw_rel
     is_link = full.is_symlink()
     try:
         info = full.stat()
     except OSError as exc:
-        result.skipped.append((rel, _stat_reason(exc, is_link)))
-        return
+        return Skipped(rel, _stat_reason(exc, is_link))
     if not stat_.S_ISREG(info.st_mode):
-        result.skipped.append((rel, f"{_kind(info.st_mode)}, not an image file"))
+        return Skipped(rel, f"{file_kind(info.st_mode)}, not an image file")
+    return info
+
+
+def _scan_file(root: Path, raw_rel: str, names: set[str], renamed: list[str]) -> Iterator[FileEntry | Skipped]:
+    rel = safe_name(raw_rel)
+    if rel != raw_rel:
+        renamed.append(rel)
+    info = _regular_stat(root, raw_rel, rel)
+    if isinstance(info, Skipped):
+        yield info
         return
-    result.entries.append(FileEntry(rel, info.st_size, info.st_mtime_ns))
+    stem = os.path.splitext(os.path.basename(raw_rel))[0]
+    beside = tuple((ext, -1, -1) for ext in ("txt", "json") if f"{stem}.{ext}" in names)
+    yield FileEntry(rel, info.st_size, info.st_mtime_ns, sidecars=beside)
 
 
-def scan_images(root: Path) -> list[FileEntry]:
-    """The indexable files under `root` (see `scan_folder` for what is skipped and why)."""
-    return scan_folder(root).entries
+def _scan_shard_file(root: Path, raw_rel: str, renamed: list[str]) -> Iterator[Shard | Skipped]:
+    rel = safe_name(raw_rel)
+    if rel != raw_rel:
+        renamed.append(rel)
+    yield from _scan_shard(rel, root / raw_rel)
 
 
-def open_regular(path: str | Path) -> int:
-    """A read-only descriptor of `path`, refusing anything but a regular file without blocking on it."""
-    fd = os.open(fs_path(path), os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+def _scan_shard(rel: str, full: Path) -> Iterator[Shard | Skipped]:
+    """The shard, once it is known to be a regular file (its members are listed when asked)."""
+    info = _regular_stat(full.parent, full.name, rel + "/")
+    yield info if isinstance(info, Skipped) else Shard(rel, info.st_size, info.st_mtime_ns, full)
+
+
+def _shard_members(shard: Shard) -> Iterator[FileEntry | Skipped]:
+    """The image members of one shard in name order; what cannot be read is recorded under the shard."""
+    rel = shard.rel
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat_.S_ISREG(mode):
-            raise OSError(errno.EINVAL, f"{_kind(mode)}, not an image file")
-        os.set_blocking(fd, True)
-        return fd
-    except BaseException:
-        os.close(fd)
-        raise
+        listing = list_members(shard.path)
+    except OSError as exc:
+        yield Skipped(rel + "/", f"shard {_stat_reason(exc, False)}")
+        return
+    problems = dict(listing.problems)
+    if "" in problems:
+        yield Skipped(rel + "/", problems.pop(""))
+    members = sorted(set(listing.members) | {name for name in problems if is_image_member(name)})
+    for name in members:
+        if name in problems:
+            yield Skipped(f"{rel}/{name}", problems[name])
+        elif is_image_member(name):
+            member = listing.members[name]
+            found = tuple((ext, m.offset, m.size) for ext, m in sidecars(listing, name).items())
+            yield FileEntry(f"{rel}/{name}", member.size, shard.mtime_ns, rel, member.offset, found, shard.size)
+
+
+def entry_bytes(root: Path, entry: FileEntry) -> bytes:
+    """The bytes of an entry: a loose file, or a member read by its offset in the shard."""
+    if entry.shard is not None:
+        return read_range(root / entry.shard, entry.offset, entry.size)
+    with os.fdopen(open_regular(root / entry.rel), "rb") as handle:
+        return handle.read()
+
+
+def digest(data: bytes) -> str:
+    """BLAKE2b-128 of the bytes: identifies an image across renames, touches and re-packed shards."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def content_hash(path: str | Path) -> str:
-    """BLAKE2b-128 of the bytes: identifies a file across renames and touches."""
-    digest = hashlib.blake2b(digest_size=16)
+    """BLAKE2b-128 of a file's bytes, streamed."""
+    hasher = hashlib.blake2b(digest_size=16)
     with os.fdopen(open_regular(path), "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+            hasher.update(block)
+    return hasher.hexdigest()
 
 
-def hash_many(root: Path, rels: list[str], threads: int = 8) -> dict[str, str | None]:
-    """Hash files in parallel threads (hashlib releases the GIL); unreadable files map to None."""
+def entry_hash(root: Path, entry: FileEntry) -> str:
+    if entry.shard is not None:
+        return digest(entry_bytes(root, entry))
+    return content_hash(root / entry.rel)
 
-    def one(rel: str) -> str | None:
+
+def hash_many(root: Path, entries: Iterable[FileEntry], threads: int = 8) -> dict[str, str | None]:
+    """Hash entries in parallel threads (hashlib releases the GIL); unreadable ones map to None."""
+
+    def one(entry: FileEntry) -> str | None:
         try:
-            return content_hash(root / rel)
-        except OSError:
+            return entry_hash(root, entry)
+        except (OSError, EOFError):
             return None
 
+    entries = list(entries)
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        return dict(zip(rels, pool.map(one, rels)))
+        return dict(zip((e.rel for e in entries), pool.map(one, entries)))
+
+
+def read_sidecars(root: Path, entry: FileEntry) -> dict[str, str | None]:
+    """The caption (`txt`) and metadata (`json`) beside an image, as text; missing or unreadable: None."""
+    found: dict[str, str | None] = {"caption": None, "json": None}
+    for ext, offset, size in entry.sidecars:
+        key = "caption" if ext == "txt" else "json"
+        try:
+            if entry.shard is not None:
+                found[key] = read_text(root / entry.shard, Member("", offset, size))
+            else:
+                beside = root / (os.path.splitext(entry.rel)[0] + "." + ext)
+                found[key] = read_text(beside, Member("", 0, os.stat(beside).st_size))
+        except (OSError, EOFError):
+            continue
+    return found

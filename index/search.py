@@ -52,6 +52,23 @@ class SearchIndex:
                 f"other weights ({clip.fingerprint[:12]}); search with the index's model or rebuild the index."
             )
 
+    def sidecars(self, rows: list[int]) -> dict[int, dict[str, str | None]]:
+        """{row: {"caption", "json"}} of the sample each row's image came with (a webdataset shard's
+        txt/json, or a.txt/a.json beside a.jpg); None where there was none.
+
+        Why a separate call: most searches print paths only. Rows grow with the path order the items
+        table is written in, so the row-group statistics let this read only the groups holding them.
+        """
+        import pyarrow.parquet as pq
+
+        if not rows:
+            return {}
+        path = self.store.file(self.manifest, "items")
+        if "caption" not in pq.ParquetFile(path).schema_arrow.names:  # an index built before captions were kept
+            return {int(r): {"caption": None, "json": None} for r in rows}
+        table = pq.read_table(path, columns=["row", "caption", "json"], filters=[("row", "in", [int(r) for r in rows])])
+        return {rec["row"]: {"caption": rec["caption"], "json": rec["json"]} for rec in table.to_pylist()}
+
     def search_vectors(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
         """Top-k hits per query vector."""
         if self.index.ntotal == 0:

@@ -229,6 +229,20 @@ class RowSpool(_RowReader):
         self.count += len(data)
         return start
 
+    def reopen(self) -> None:
+        """Keep the rows an interrupted build spooled (a torn last row is cut off) instead of truncating."""
+        self.close()
+        if not self.path.is_file():
+            return
+        row_bytes = self.dim * DTYPE.itemsize
+        self.count = self.path.stat().st_size // row_bytes
+        self._handle = open(self.path, "r+b")
+        self._handle.truncate(self.count * row_bytes)
+
+    def flush(self) -> None:
+        if self._handle is not None:
+            self._handle.flush()
+
     def rows(self, start: int, stop: int) -> np.ndarray:
         start, stop = max(0, start), min(stop, self.count)
         out = np.empty((max(0, stop - start), self.dim), DTYPE)

@@ -5,7 +5,9 @@ Layout (one generation of data files is live at a time; the manifest names them)
     manifest.json            format version, CLIP spec + fingerprint, counts, FAISS type/params/recall,
                              and each data file's size and BLAKE2b (`checks`)
     manifest.backup.json     a copy of the last published manifest (repairs a damaged manifest.json)
-    items-<gen>.parquet      one row per file seen: path, size, mtime_ns, hash, width, height, status, error, row
+    items-<gen>.parquet      one row per file seen, sorted by path: path, size, mtime_ns, hash, width, height,
+                             status, error, row, and for a tar member its shard and offset; caption and json
+                             hold the sample's txt/json beside the image (index/records.py)
     embeddings-<gen>.npy     float16 [count, dim], row i = item with row == i; above SHARD_ROWS (1M)
     embeddings-<gen>-<k>.npy rows, further shards of the same matrix (index/shards.py), named in the
                              manifest as "embeddings.<k>"
@@ -31,11 +33,11 @@ from typing import Any, Iterator
 import numpy as np
 
 from index.errors import IndexLocked, IndexMissing
+from index.records import ITEM_COLUMNS, ITEM_SCHEMA, NEW_COLUMNS
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 BACKUP = "manifest.backup.json"   # a copy of the last published manifest, for repairing a damaged one
-ITEM_COLUMNS = ("path", "size", "mtime_ns", "hash", "width", "height", "status", "error", "row")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -172,7 +174,9 @@ class IndexDir:
 
         try:
             table = pq.read_table(self.file(manifest, "items"))
-            items = Items({c: table.column(c).to_pylist() for c in ITEM_COLUMNS})
+            n = table.num_rows  # a table written before shards has no shard/offset/caption/json columns
+            items = Items({c: table.column(c).to_pylist() if c in table.column_names or c not in NEW_COLUMNS
+                           else [None] * n for c in ITEM_COLUMNS})
         except FileNotFoundError:
             raise self._damaged(manifest, "items", "is missing") from None
         except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, KeyError... for a damaged file
@@ -203,14 +207,39 @@ class IndexDir:
         paths = pc.take(table.column("path"), pa.array(order)).combine_chunks()
         return RelPaths(paths)
 
+    def verify_items(self, manifest: dict[str, Any]) -> None:
+        """Raise IndexDamaged unless the items table parses and lists rows 0..count-1, streamed a batch at
+        a time (a build reads it this way so its memory does not grow with the collection). Builders
+        give rows in table order, so each row must be the next one."""
+        from index.records import iter_items
+
+        expected, in_order = 0, True
+        try:
+            for rec in iter_items(self.file(manifest, "items"), ("row",)):
+                row = rec["row"]
+                if isinstance(row, int) and row >= 0:
+                    in_order &= row == expected
+                    expected += 1
+        except FileNotFoundError:
+            raise self._damaged(manifest, "items", "is missing") from None
+        except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, KeyError... for a damaged file
+            raise self._damaged(manifest, "items", f"cannot be read as the items table ({_first_line(exc)})") from None
+        if not in_order or expected != manifest["count"]:
+            raise self._damaged(manifest, "items", f"does not list rows 0..{manifest['count'] - 1} of the index")
+
+    def iter_errors(self, manifest: dict[str, Any]) -> Iterator[dict[str, str]]:
+        """{path, error} of every entry that could not be indexed, read a batch at a time."""
+        from index.records import iter_items
+
+        for rec in iter_items(self.file(manifest, "items"), ("path", "status", "error")):
+            if rec["status"] != "ok":
+                yield {"path": rec["path"], "error": rec["error"]}
+
     def write_items(self, items: Items, name: str) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        schema = pa.schema([("path", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64()),
-                            ("hash", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
-                            ("status", pa.string()), ("error", pa.string()), ("row", pa.int64())])
-        table = pa.table({c: items.columns[c] for c in ITEM_COLUMNS}, schema=schema)
+        table = pa.table({c: items.columns[c] for c in ITEM_COLUMNS}, schema=ITEM_SCHEMA)
         with atomic_path(self.path / name) as tmp:
             pq.write_table(table, tmp)
 

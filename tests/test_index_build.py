@@ -151,7 +151,7 @@ def test_interrupted_build_resumes_to_the_same_index(tmp_path, tiny_clip_dir):
                       env={"DISCFF_INDEX_FAIL_AFTER_BATCHES": "3"})
     assert killed.exit_code != 0
     assert not (tmp_path / "resumed" / "manifest.json").exists()  # nothing half-published
-    assert len(list((tmp_path / "resumed" / "pending").glob("chunk-*.npz"))) == 3
+    assert len(list((tmp_path / "resumed" / "pending").glob("chunk-*.json"))) == 3
 
     _, resumed = build(folder, tmp_path / "resumed", tiny_clip_dir, "--batch-size", "4")
     assert resumed["resumed"] == 12 and resumed["indexed"] == 30  # only 18 decoded and embedded now

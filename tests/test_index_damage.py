@@ -119,9 +119,10 @@ def test_intact_index_checks_clean(index):
 
 GARBAGE = {
     "session garbage": lambda p: (p / "session.json").write_bytes(b"\xff\x00not json"),
-    "chunk garbage": lambda p: (p / "chunk-00000000.npz").write_bytes(b"PK\x03\x04" + bytes(100)),
-    "chunk cut half-way": lambda p: _truncate(p / "chunk-00000000.npz"),
-    "chunk with a bad name": lambda p: (p / "chunk-xyz.npz").write_bytes(b"junk"),
+    "chunk garbage": lambda p: (p / "chunk-00000000.json").write_bytes(b"{\"first_row\": \x00" + bytes(100)),
+    "chunk cut half-way": lambda p: _truncate(p / "chunk-00000000.json"),
+    "chunk with a bad name": lambda p: (p / "chunk-xyz.json").write_bytes(b"junk"),
+    "vector spool cut half-way": lambda p: _truncate(p / "spool.f16"),
 }
 
 

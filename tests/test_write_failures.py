@@ -88,7 +88,7 @@ def test_full_disk_while_publishing_leaves_the_old_generation_and_no_temp_files(
 
 
 def test_full_disk_while_embedding_keeps_the_old_generation(index, tiny_clip_dir, monkeypatch):
-    monkeypatch.setattr("index.builder.atomic_write_bytes", _raise(errno.ENOSPC))
+    monkeypatch.setattr("index.pending.atomic_write_bytes", _raise(errno.ENOSPC))  # a resume chunk
     result, _ = build(index.parent / "images", index, tiny_clip_dir)
     _one_sentence(result, "disk is full")
     monkeypatch.undo()

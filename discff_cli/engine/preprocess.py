@@ -9,8 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from index.imageio import open_rgb
-from index.scan import fs_path
+from index.imageio import image_bytes, open_rgb
 
 
 def image_key(image: Any) -> str:
@@ -20,7 +19,7 @@ def image_key(image: Any) -> str:
         digest.update(f"{image.mode}{image.size}".encode())
         digest.update(image.tobytes())
     else:
-        digest.update(fs_path(image).read_bytes())  # fs_path: a name the index spelled safely
+        digest.update(image_bytes(image))  # a file, a name the index spelled safely, or a tar shard member
     return digest.hexdigest()
 
 
@@ -35,7 +34,8 @@ def resize_center_crop(img: Image.Image, size: int) -> Image.Image:
 
 
 def load_pixels(image: Any, size: int) -> torch.Tensor:
-    """A [3, size, size] float tensor in [-1, 1]; paths go through the same safe decoder as indexing."""
+    """A [3, size, size] float tensor in [-1, 1]; paths go through the same safe decoder as indexing
+    (a JPEG decoded at the smallest DCT scale that still covers `size`, a shard member read in place)."""
     img = image.convert("RGB") if isinstance(image, Image.Image) else open_rgb(image, resize_to=size)
     arr = np.asarray(resize_center_crop(img, size), dtype=np.float32) / 127.5 - 1.0
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import mimetypes
 import os
 import time
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from discff_cli.errors import DiscffError
 from index.errors import IndexError_
+from index.tars import split_member_path
 from discff_cli.service.queries import SCORES, Query, run_query
 from discff_cli.service.thumbs import ThumbCache
 from discff_cli.service.worker import FAST, SLOW, ModelWorker, QueueFull
@@ -112,7 +114,16 @@ def create_app(worker: ModelWorker, settings: ServeSettings) -> FastAPI:
 
     @app.get("/images/{item_id}")
     def image(item_id: int) -> Response:
-        return FileResponse(indexed_file(worker.models, item_id))
+        from index.tars import read_member
+
+        path = indexed_file(worker.models, item_id)
+        try:
+            member = read_member(path)  # None: a loose file
+        except (OSError, EOFError) as exc:
+            return error(404, f"Image {item_id} cannot be read from its shard ({exc}).")
+        if member is None:
+            return FileResponse(path)
+        return Response(member, media_type=mimetypes.guess_type(path.name)[0] or "application/octet-stream")
 
     @app.get("/thumbs/{item_id}")
     def thumb(item_id: int) -> Response:
@@ -166,7 +177,7 @@ def indexed_file(searcher, item_id: int) -> Path:
     real = os.path.realpath(path)
     if os.path.commonpath([root, real]) != root:
         raise StarletteHTTPException(404, f"Image {item_id} lies outside the indexed folder; it is not served.")
-    if not os.path.isfile(real):
+    if not os.path.isfile(real) and split_member_path(real) is None:  # a loose file, or a member of a shard
         raise StarletteHTTPException(404, f"Image {item_id} is no longer on disk; rebuild the index.")
     return Path(real)
 

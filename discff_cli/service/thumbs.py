@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 from index.imageio import open_rgb
+from index.tars import holder
 from index.store import atomic_write_bytes
 
 log = logging.getLogger("discff.serve")
@@ -25,8 +26,9 @@ class ThumbCache:
         self._writable = True
 
     def get(self, source: Path, root: Path) -> bytes:
-        """The thumbnail of `source` (an indexed file under `root`); raises ImageDecodeError or OSError."""
-        stat = source.stat()
+        """The thumbnail of `source` (an indexed file or shard member under `root`); raises ImageDecodeError
+        or OSError. A member's key carries its shard's size and mtime."""
+        stat = holder(source).stat()
         key = hashlib.blake2b(f"{source.relative_to(root).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}".encode(),
                               digest_size=16).hexdigest()
         cached = self.directory / key[:2] / f"{key}.jpg"
