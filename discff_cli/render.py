@@ -52,6 +52,17 @@ def _finite(value: Any, replaced: list[int]) -> Any:
     return value
 
 
+def format_score(value: float | None, digits: int = 4) -> str:
+    """A score with `digits` significant digits, whatever its scale: 4.212, 0.0005412, -1.3e-05.
+
+    Why not a fixed number of decimals: denoise scores are ~1e-4 on the demo model and would print as
+    0.0000; attention scores are ~4 and need no more than three decimals."""
+    if value is None:
+        return ""
+    text = f"{value:.{digits}g}"
+    return "0" if text in ("-0", "0") else text
+
+
 def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]],
                 justify: Sequence[str] | None = None) -> None:
     """A rich table on stdout; numbers are pre-formatted by the caller."""
