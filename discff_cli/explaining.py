@@ -17,10 +17,12 @@ from discff_cli.errors import DiscffError
 SIGNED = {"attention": False, "denoise": True, "discffusion": True}
 
 
-def check_explainable(config: Any) -> None:
+def check_explainable(config: Any, caption: str) -> None:
     """A map reads one pair over the full grid; refuse what it cannot honour, before any model loads."""
     from discff_cli.engine.explain import MAPPED
 
+    if not caption.strip():
+        raise DiscffError("Give a caption to explain, e.g. \"a red circle\".")
     if config.prune:
         raise DiscffError("--prune drops candidates part-way through the grid; a map reads one pair over the "
                           "whole grid, which is what `score` prints without --prune, so leave --prune out.")
@@ -34,8 +36,7 @@ def explain(scorer: Any, image: Any, caption: str) -> tuple[Any, Any]:
     from discff_cli.engine.preprocess import resize_center_crop
     from index.imageio import open_rgb
 
-    if not caption.strip():
-        raise DiscffError("Give a caption to explain, e.g. \"a red circle\".")
+    check_explainable(scorer.config, caption)
     size = scorer.parts.resolution
     view = image.convert("RGB") if hasattr(image, "convert") else open_rgb(image, resize_to=size)
     return explain_pair(scorer, image, caption), resize_center_crop(view, size)

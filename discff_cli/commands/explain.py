@@ -28,7 +28,7 @@ def explain(image: str, caption: str, out: str | None, model: str, deltas: str |
     from discff_cli.explaining import check_explainable
 
     config = pop_engine_config(engine)
-    check_explainable(config)
+    check_explainable(config, caption)
     size = check_image(image)
     out = out or f"{Path(image).stem}.explain.png"
     from discff_cli.engine.deltas import model_for_deltas
