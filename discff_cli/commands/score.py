@@ -8,7 +8,7 @@ from discff_cli.demo_notice import warn_if_demo_on_photos
 from discff_cli.errors import DiscffError
 from discff_cli.inputs import read_lines
 from discff_cli.options import deltas_option, engine_options, json_option, pop_engine_config
-from discff_cli.render import print_json, print_table
+from discff_cli.render import format_score, print_json, print_table
 
 
 def read_captions(path: str) -> list[str]:
@@ -57,6 +57,6 @@ def score(image: str, captions_txt: str, model: str, deltas: str | None, as_json
                     "score": config.score, "engine": config.to_dict(), "unet_passes": scorer.unet_passes,
                     "results": results})
     else:
-        rows = [(r["rank"], f"{r['score']:.5f}", r["text"]) for r in results]
+        rows = [(r["rank"], format_score(r["score"]), r["text"]) for r in results]
         print_table(f"{image} — {config.score} score of {model}", ["rank", "score", "caption"], rows,
                     ["right", "right", "left"])

@@ -13,7 +13,7 @@ from discff_cli.options import (deltas_option, engine_options, fusion_options, j
                                 ray_option)
 from discff_cli.pipeline import Fusion, RayOptions, Searcher, query_documents, run_search
 from discff_cli.query_file import read_queries
-from discff_cli.render import print_json, print_json_line, print_table, stderr_console
+from discff_cli.render import format_score, print_json, print_json_line, print_table, stderr_console
 
 
 @click.command()
@@ -89,17 +89,18 @@ def counted(docs: Iterator[dict], total: int, enabled: bool) -> Iterator[dict]:
 
 
 def render_results(query: str, results: list[dict], provenance: dict) -> None:
-    """The results table; the rerank columns only when something was reranked."""
+    """The results table; the rerank columns (fused score, rerank score) only when something was reranked."""
     reranked = [r for r in results if r["rerank_score"] is not None]
     if not reranked:
-        rows = [(r["rank"], f"{r['clip_score']:.4f}", r["path"]) for r in results]
-        print_table(f"\"{query}\"", ["rank", "CLIP score", "path"], rows, ["right", "right", "left"])
+        rows = [(r["rank"], format_score(r["clip_score"]), r["path"]) for r in results]
+        print_table(f"\"{query}\"", ["rank", "CLIP score", "path"], rows, ["right", "right", "left"], shrink=2)
         return
-    rows = [(r["rank"], r["clip_rank"], "-" if r["rerank_score"] is None else f"{r['rerank_score']:.5f}",
-             f"{r['clip_score']:.4f}", r["path"]) for r in results]
+    rows = [(r["rank"], r["clip_rank"], format_score(r.get("fused_score")) or "-",
+             format_score(r["rerank_score"]) or "-", format_score(r["clip_score"]), r["path"]) for r in results]
     fusion = provenance["fusion"]
-    how = "alone" if fusion["method"] == "none" else f"fused with CLIP ({fusion['method']}, weight {fusion['weight']})"
-    title = (f"\"{query}\" — top {len(reranked)} reranked with the {provenance['score']} score of "
-             f"{provenance['model']}, {how}")
-    print_table(title, ["rank", "CLIP rank", f"{provenance['score']} score", "CLIP score", "path"], rows,
-                ["right", "right", "right", "right", "left"])
+    how = "rerank score alone" if fusion["method"] == "none" else \
+        f"fused with CLIP: {fusion['method']}, weight {fusion['weight']:g}"
+    title = (f"\"{query}\" -- top {len(reranked)} reranked by {provenance['score']} ({provenance['model']}), "
+             f"ordered by {how}")
+    print_table(title, ["rank", "CLIP rank", "fused", provenance["score"], "CLIP", "path"], rows,
+                ["right", "right", "right", "right", "right", "left"], shrink=5)
