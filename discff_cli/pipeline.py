@@ -163,6 +163,13 @@ def split_readable(hits: list) -> tuple[list, list]:
     return good, bad
 
 
+def warn_depth(rerank: int | None, count: int) -> None:
+    """One line when --rerank asks for more images than the index holds (all of them are reranked)."""
+    if rerank and rerank > count:
+        print(f"note: --rerank {rerank} asks for more images than the index holds ({count}); all {count} are "
+              "reranked.", file=sys.stderr)
+
+
 def warn_unreadable(bad: list) -> None:
     """One warning line for the shortlisted files that could not be reranked."""
     if bad:
@@ -249,6 +256,7 @@ class Searcher:
     def shortlisted(self, query: str, top: int | None, rerank: int | None, score: str | None = None) -> Shortlisted:
         """The first stage for `query`: enough CLIP hits for both the rows and the rerank head."""
         k = top or rerank or 10
+        warn_depth(rerank, len(self.index.rel_by_row))
         start = time.perf_counter()
         hits = self.shortlist(query, max(k, rerank or 0))
         return Shortlisted(query, k, rerank or 0, score or self.config.score, hits,

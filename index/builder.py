@@ -244,6 +244,7 @@ def _build_locked(opts: BuildOptions, clip, store: IndexDir, events: BuildEvents
     todo, hashes = _match_by_hash(opts, candidates, prev_by_path, resumed, final, summary, events)
     _count_moves(entries, prev_by_path, final, summary)
     embed_seconds = _embed(opts, clip, todo, hashes, pending, final, summary, events)
+    summary.duplicates += _copies_among(todo, final)
 
     for rec, _ in final.values():
         if rec["status"] != "ok":
@@ -322,6 +323,18 @@ def _count_moves(entries: list[FileEntry], prev_by_path: dict[str, dict], final:
         else:
             summary.duplicates += 1
     summary.removed = sum(gone.values())
+
+
+def _copies_among(embedded: list[FileEntry], final: dict) -> int:
+    """Files embedded in this run whose content another file embedded in this run already has.
+
+    Why: `_count_moves` finds duplicates of content the previous index held; identical files that
+    are all new (a first build) were embedded side by side and reported as `duplicates 0`."""
+    from collections import Counter
+
+    hashes = Counter(final[e.rel][0]["hash"] for e in embedded
+                     if e.rel in final and final[e.rel][0]["status"] == "ok" and final[e.rel][0]["hash"])
+    return sum(count - 1 for count in hashes.values())
 
 
 def _same_stat(rec: dict | None, entry: FileEntry) -> bool:
