@@ -93,9 +93,11 @@ def test_the_page_searches_switches_score_compares_orders_and_opens_a_map(served
             clip_side = browser.find_elements(By.CSS_SELECTOR, "#clip-list li")
             reranked_side = browser.find_elements(By.CSS_SELECTOR, "#reranked-list li")
             assert len(clip_side) == len(reranked_side) == 16
-            assert [li.text.split()[0] for li in clip_side[:4]] == ["#1", "#2", "#3", "#4"]
+            ranks = [li.find_element(By.CLASS_NAME, "label").text.split()[0] for li in clip_side[:4]]
+            assert ranks == ["#1", "#2", "#3", "#4"]
             assert all("CLIP #" in li.text for li in reranked_side[:3]) and "view=compare" in browser.current_url
-            assert browser.find_element(By.ID, "grid").get_attribute("hidden") is not None
+            assert not browser.find_element(By.ID, "grid").is_displayed()
+            assert browser.find_element(By.ID, "compare").is_displayed()
 
             target = next(li for li in reranked_side[:3] if "link-to-outside" not in li.text)
             assert "click the image for its map" in target.find_element(By.TAG_NAME, "img").get_attribute("title")

@@ -25,7 +25,8 @@ DEMO_GRID = {"steps": 5, "levels": "0.5"}
 
 
 def write_gallery(directory: Path, count: int, seed: int) -> dict[str, tuple[list[str], int]]:
-    """Save `count` test-split scenes as PNGs; returns (every true caption, number of objects) by file path."""
+    """Save `count` test-split scenes as PNGs, each with its caption beside it (scene-0001.txt, which
+    `discff serve` shows on hover); returns (every true caption, number of objects) by file path."""
     from training.world import captions, make_split
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -34,6 +35,7 @@ def write_gallery(directory: Path, count: int, seed: int) -> dict[str, tuple[lis
         path = directory / f"scene-{i:04d}.png"
         if not path.exists():
             example.image.save(path)
+            path.with_suffix(".txt").write_text(example.caption + "\n")  # the caption `serve` shows on hover
         gallery[str(path)] = (captions(example.scene), len(example.scene.objects))
     return gallery
 

@@ -22,6 +22,10 @@ async function getJSON(url) {
 }
 
 // Four significant digits whatever the scale: denoise scores are ~1e-4, attention scores ~4.
+function ms(value) {
+  return value < 1000 ? `${Math.round(value * 10) / 10} ms` : `${(value / 1000).toFixed(1)} s`;
+}
+
 function fmt(value) {
   if (value == null) return "–";
   if (value === 0) return "0";
@@ -116,7 +120,11 @@ function listItem(row, reranked) {
   const label = document.createElement("span");
   label.className = "label";
   label.textContent = `#${reranked ? row.rank : row.clip_rank} ${row.path.split("/").pop()}`;
-  li.append(thumb(row), label);
+  const scores = document.createElement("span");
+  scores.className = "scores muted";
+  scores.textContent = reranked && row.rerank_score != null ?
+    `fused ${fmt(row.fused_score)} · ${lastDoc.score} ${fmt(row.rerank_score)}` : `CLIP ${fmt(row.clip_score)}`;
+  li.append(thumb(row), label, scores);
   if (reranked && row.rerank_score != null) li.append(movement(row));
   return li;
 }
@@ -143,10 +151,10 @@ function render(doc) {
   const t = doc.timings_ms;
   let text = `${doc.results.length} results`;
   if (reranked) text += ` · top ${doc.rerank} reranked by ${doc.score} (${doc.model}), ${fusionText(doc.fusion)}`;
-  text += ` · ${t.total} ms (shortlist ${t.shortlist} ms`;
+  text += ` · ${ms(t.total)} (shortlist ${ms(t.shortlist)}`;
   if (reranked) {
-    text += `, rerank ${t.rerank} ms, ${doc.unet_passes} U-Net passes`;
-    if (t.model_load) text += `, model load ${t.model_load} ms`;
+    text += `, rerank ${ms(t.rerank)}, ${doc.unet_passes} U-Net passes`;
+    if (t.model_load) text += `, model load ${ms(t.model_load)}`;
   }
   $("status").textContent = text + ")";
 }
@@ -208,7 +216,7 @@ async function openExplain(row) {
     $("explain-note").textContent = `${score} ${fmt(doc.score_value)} is the sum of its map (red: the query ` +
       `lowers the U-Net's error there; blue: raises it), peak at x ${x}, y ${y} of the model's ` +
       `${doc.image_size}-pixel view; the word maps are the cross-attention each word receives (DAAM). ` +
-      `${doc.conditions} timestep × noise-level conditions, ${doc.timings_ms.total} ms.`;
+      `${doc.conditions} timestep × noise-level conditions, ${ms(doc.timings_ms.total)}.`;
   } catch (err) {
     $("explain-status").textContent = "";
     showError(err.message, "explain-error");
