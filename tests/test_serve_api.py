@@ -12,21 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest_index import run_cli, tiny_clip_dir  # noqa: F401
-from conftest_serve import ENGINE_FLAGS, served_index, start_service  # noqa: F401
+from conftest_serve import ENGINE_FLAGS, client, served_index, service, start_service  # noqa: F401
 
 QUERY = "a red circle left of a blue square"
-
-
-@pytest.fixture(scope="module")
-def service(served_index):
-    worker, app = start_service(served_index)
-    yield worker, TestClient(app)
-    worker.stop()
-
-
-@pytest.fixture(scope="module")
-def client(service):
-    return service[1]
 
 
 def assert_one_sentence(response, status: int) -> str:
