@@ -15,6 +15,7 @@ from discff_cli.errors import DiscffError
 # name -> ("module", "attribute", "one-line help shown by --help without importing the module")
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "score": ("discff_cli.commands.score", "score", "Rank captions for one image with Discffusion."),
+    "explain": ("discff_cli.commands.explain", "explain", "Map where in an image a caption helps, per score and word."),
     "index": ("discff_cli.commands.index_cmd", "index", "Build and inspect the OpenCLIP/FAISS index."),
     "search": ("discff_cli.commands.search", "search", "Search the index for a text query, optionally reranked."),
     "eval": ("discff_cli.commands.eval_cmd", "eval_", "Measure CLIP and Discffusion on labelled matching tasks."),

@@ -12,8 +12,11 @@ from discff_cli.errors import DiscffError
 def read_lines(path: str | Path, kind: str) -> list[str]:
     """All lines of a UTF-8 file; `kind` names the file in errors ("Captions file", "Eval file", ...)."""
     file = Path(path)
-    if not file.is_file():
+    if not file.exists():
         raise DiscffError(f"{kind} '{path}' does not exist.")
+    if not file.is_file():
+        what = "a folder" if file.is_dir() else "not a regular file (a device, FIFO or socket)"
+        raise DiscffError(f"{kind} '{path}' is {what}; give a text file.")
     try:
         return file.read_text(encoding="utf-8-sig").splitlines()  # -sig: a BOM is not part of the first line
     except UnicodeDecodeError:

@@ -13,12 +13,12 @@ import os
 import sys
 import time
 from pathlib import Path
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
 from discff_cli.clip_resolve import load_clip_cli
 from discff_cli.errors import DiscffError
-from discff_cli.fusion import DEFAULT_FUSION, DEFAULT_WEIGHT, final_order
+from discff_cli.fusion import DEFAULT_FUSION, DEFAULT_WEIGHT, final_order, fuse
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,8 @@ class Reranked:
     unet_passes: int
     empty_prompt_passes: int
     seconds: float
+    fused: dict[int, float] = field(default_factory=dict)  # index row -> the fused score that decided the order
+    fusion: Fusion = Fusion()  # the fusion that produced `fused`
 
 
 class Reranker:
@@ -120,17 +122,23 @@ class Reranker:
     def __init__(self, scorer, index_dir: str, fusion: Fusion) -> None:
         self.scorer, self.index_dir, self.fusion = scorer, index_dir, fusion
 
-    def rerank(self, query: str, head: list, family: str, progress: bool = False) -> Reranked:
+    def rerank(self, query: str, head: list, family: str, progress: bool = False,
+               fusion: Fusion | None = None) -> Reranked:
+        """`fusion` overrides this reranker's fusion for one query (the page lets a user pick it)."""
         start = time.perf_counter()
+        fusion = fusion or self.fusion
         readable, unreadable = split_readable(head)
         passes, empty = self.scorer.unet_passes, self.scorer.empty_passes
         values = self.readings(query, readable, (family,), progress).score(family)
         values = values.mean(dim=1).double().numpy()
-        order = final_order([h.clip_score for h in readable], values, self.fusion.method, self.fusion.weight)
+        clip = [h.clip_score for h in readable]
+        order = final_order(clip, values, fusion.method, fusion.weight)
+        fused = fuse(clip, values, fusion.method, fusion.weight) if readable else []
         return Reranked(hits=[readable[i] for i in order] + unreadable,
                         scores={h.row: float(v) for h, v in zip(readable, values)}, unreadable=unreadable,
                         unet_passes=self.scorer.unet_passes - passes, empty_prompt_passes=self.scorer.empty_passes - empty,
-                        seconds=round(time.perf_counter() - start, 4))
+                        seconds=round(time.perf_counter() - start, 4),
+                        fused={h.row: float(v) for h, v in zip(readable, fused)}, fusion=fusion)
 
     def readings(self, query: str, hits: Sequence, families: Sequence[str], progress: bool = False):
         """Readings of (hit, query) for every hit, from one set of U-Net passes (engine/scores.py)."""
@@ -153,6 +161,13 @@ def split_readable(hits: list) -> tuple[list, list]:
         except (ImageDecodeError, OSError):
             bad.append(hit)
     return good, bad
+
+
+def warn_depth(rerank: int | None, count: int) -> None:
+    """One line when --rerank asks for more images than the index holds (all of them are reranked)."""
+    if rerank and rerank > count:
+        print(f"note: --rerank {rerank} asks for more images than the index holds ({count}); all {count} are "
+              "reranked.", file=sys.stderr)
 
 
 def warn_unreadable(bad: list) -> None:
@@ -227,20 +242,21 @@ class Searcher:
         return search_text(self.index, self.clip, query, k)
 
     def search(self, query: str, top: int | None, rerank: int | None, progress: bool = False,
-               score: str | None = None) -> list[dict]:
+               score: str | None = None, fusion: Fusion | None = None) -> list[dict]:
         """The top rows for `query`: CLIP order, or the fused order of the reranked head
-        (`score` overrides the configured score family for this query)."""
+        (`score` and `fusion` override the configured score family and fusion for this query)."""
         planned = self.shortlisted(query, top, rerank, score)
         outcome = None
         if planned.rerank:
             start = time.perf_counter()
-            outcome = self.reranker().rerank(query, planned.head, planned.family, progress)
+            outcome = self.reranker().rerank(query, planned.head, planned.family, progress, fusion)
             outcome.seconds = round(time.perf_counter() - start, 4)  # model load included (the service relies on it)
         return self.finish(planned, outcome)
 
     def shortlisted(self, query: str, top: int | None, rerank: int | None, score: str | None = None) -> Shortlisted:
         """The first stage for `query`: enough CLIP hits for both the rows and the rerank head."""
         k = top or rerank or 10
+        warn_depth(rerank, len(self.index.rel_by_row))
         start = time.perf_counter()
         hits = self.shortlist(query, max(k, rerank or 0))
         return Shortlisted(query, k, rerank or 0, score or self.config.score, hits,
@@ -250,15 +266,16 @@ class Searcher:
         """The result rows of a shortlist and its rerank (None: CLIP order); sets `last_stats`."""
         self.last_stats = {"shortlist_s": planned.shortlist_s, "rerank_s": 0.0, "unet_passes": 0}
         clip_rank = {h.row: h.rank for h in planned.hits}
-        hits, scores = planned.hits, {}
+        hits, scores, fused = planned.hits, {}, {}
         if outcome is not None:
             warn_unreadable(outcome.unreadable)
-            hits, scores = outcome.hits + planned.hits[planned.rerank:], outcome.scores
+            hits, scores, fused = outcome.hits + planned.hits[planned.rerank:], outcome.scores, outcome.fused
             self.last_stats.update(rerank_s=outcome.seconds, unet_passes=outcome.unet_passes,
                                    empty_prompt_passes=outcome.empty_prompt_passes,
                                    skipped=[h.rel for h in outcome.unreadable])
         return [{"rank": rank, "path": _display(hit.path), "clip_score": round(hit.clip_score, 6),
-                 "clip_rank": clip_rank[hit.row], "rerank_score": scores.get(hit.row), "id": hit.row}
+                 "clip_rank": clip_rank[hit.row], "rerank_score": scores.get(hit.row),
+                 "fused_score": fused.get(hit.row), "id": hit.row}
                 for rank, hit in enumerate(hits[:planned.top], start=1)]
 
     def document(self, query: str, results: list[dict], rerank: int | None, score: str | None = None,

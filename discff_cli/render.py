@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from typing import Any, Sequence
@@ -52,21 +53,67 @@ def _finite(value: Any, replaced: list[int]) -> Any:
     return value
 
 
+def format_score(value: float | None, digits: int = 4) -> str:
+    """A score with `digits` significant digits, whatever its scale: 4.212, 0.0005412, -1.3e-05.
+
+    Why not a fixed number of decimals: denoise scores are ~1e-4 on the demo model and would print as
+    0.0000; attention scores are ~4 and need no more than three decimals."""
+    if value is None:
+        return ""
+    text = f"{value:.{digits}g}"
+    return "0" if text in ("-0", "0") else text
+
+
 def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]],
-                justify: Sequence[str] | None = None) -> None:
-    """A rich table on stdout; numbers are pre-formatted by the caller."""
+                justify: Sequence[str] | None = None, shrink: int | None = None) -> None:
+    """A rich table on stdout; numbers are pre-formatted by the caller.
+
+    No cell and no header is ever cut. In a terminal narrower than the table, the column `shrink`
+    (a path) alone gives way: its cells lose their start to a leading "…" (the file name stays),
+    and one line under the table says so. Piped or redirected, the table keeps its natural width."""
+    import shutil
+
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+    lines, shortened = table_lines(title, columns, rows, justify, width, shrink)
+    sys.stdout.write(lines)
+    if shortened:
+        sys.stdout.write("(paths shortened with … to fit the terminal; --json prints them whole)\n")
+
+
+def table_lines(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+                justify: Sequence[str] | None = None, width: int | None = None,
+                shrink: int | None = None) -> tuple[str, bool]:
+    """The table as text for a terminal `width` columns wide (None: its natural width), and whether
+    column `shrink` had to be shortened to fit."""
     from rich.console import Console
     from rich.table import Table
 
+    cells = [[str(cell) for cell in row] for row in rows]
+    shortened = False
+    if width and shrink is not None and table_width(columns, cells) > width:
+        room = max(len(columns[shrink]), 12, width - (table_width(columns, cells) - _column_width(columns, cells, shrink)))
+        shortened = any(len(row[shrink]) > room for row in cells)
+        cells = [row[:shrink] + [ellipsize_start(row[shrink], room)] + row[shrink + 1:] for row in cells]
     table = Table(title=title, show_header=any(columns))
     for i, column in enumerate(columns):
-        # never cut a cell ("…"): fold it; cells such as "0.975 [0.94, 0.99]" are not wrapped at their spaces
         table.add_column(column, justify=(justify[i] if justify else "left"),  # type: ignore[arg-type]
-                         overflow="fold", no_wrap=True)
-    for row in rows:
-        table.add_row(*(str(cell) for cell in row))
-    # Piped or redirected, the table keeps its natural width (rich would assume 80 columns and cut paths).
-    Console(width=None if sys.stdout.isatty() else max(80, table_width(columns, rows))).print(table)
+                         overflow="fold", no_wrap=True, min_width=_column_width(columns, cells, i))
+    for row in cells:
+        table.add_row(*row)
+    console = Console(width=max(width or 0, table_width(columns, cells)), file=io.StringIO(), color_system=None,
+                      force_terminal=False)
+    with console.capture() as captured:
+        console.print(table)
+    return captured.get(), shortened
+
+
+def ellipsize_start(text: str, room: int) -> str:
+    """`text` in at most `room` characters, its start replaced by "…" when it is longer."""
+    return text if len(text) <= room else "…" + text[len(text) - room + 1:]
+
+
+def _column_width(columns: Sequence[str], cells: Sequence[Sequence[str]], i: int) -> int:
+    return max([len(str(columns[i]))] + [len(row[i]) for row in cells])
 
 
 def table_width(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:

@@ -433,6 +433,7 @@ def _write_items(store: IndexDir, name: str, plan: Plan, resolved: dict, pending
 
     n = seen = errors = 0
     gone = plan.gone
+    embedded_now: set[str] = set()  # contents embedded in this run: identical new files are duplicates too
     sources = np.empty((4096, 2), np.int64)
     with atomic_path(store.path / name) as tmp, open(pending.dir / "sources.bin", "wb") as out:
         writer, filled = ItemsWriter(tmp), 0
@@ -450,6 +451,9 @@ def _write_items(store: IndexDir, name: str, plan: Plan, resolved: dict, pending
                 errors += 1
                 summary.skipped += 1
                 summary.skipped_files.append((rec["path"], rec["error"]))
+            if rec["status"] == "ok" and source[0] != "prev" and rec.get("hash"):
+                summary.duplicates += rec["hash"] in embedded_now
+                embedded_now.add(rec["hash"])
             if moved and source[0] == "prev":  # a rename when a path with this content is gone, else a copy
                 if gone[rec["hash"]] > 0:
                     gone[rec["hash"]] -= 1

@@ -23,6 +23,10 @@ from index.tars import read_member
 __all__ = ["IMAGE_EXTENSIONS", "ImageDecodeError", "Decoded", "decode", "open_rgb", "image_bytes", "check_size"]
 _ORIENTATION = 0x0112
 DEFAULT_MAX_PIXELS = 100_000_000  # ~10k x 10k; larger is treated as a decompression bomb
+# Every decode goes through open_rgb, whose check_size applies the user's cap (--max-pixels) from the
+# header, before any pixel is decoded. PIL's own fixed limit (89 MP) would refuse images the user
+# allowed and quote its number instead of theirs, so it is switched off (Pillow's documented knob).
+Image.MAX_IMAGE_PIXELS = None
 
 
 class ImageDecodeError(Exception):
@@ -38,7 +42,8 @@ def check_size(width: int, height: int, max_pixels: int, resize_to: int | None =
     """Refuse sizes that would cost more memory than the cap: the area, each side, and the area after
     the model's resize of the short side to `resize_to` (100000x1 is 0.1 MP but 6.4 MP at 64 px)."""
     if width * height > max_pixels:
-        raise ImageDecodeError(f"{width}x{height} pixels exceeds the cap of {max_pixels:,} (possible decompression bomb)")
+        raise ImageDecodeError(f"{width}x{height} pixels exceeds the cap of {max_pixels:,} pixels "
+                               "(index build --max-pixels; possible decompression bomb)")
     if max(width, height) > max_side(max_pixels):
         raise ImageDecodeError(f"{width}x{height} pixels: a side exceeds {max_side(max_pixels):,} pixels")
     if resize_to and min(width, height) > 0:

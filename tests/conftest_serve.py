@@ -39,6 +39,21 @@ def served_index(tmp_path_factory, tiny_clip_dir) -> Path:
     return root / "idx"
 
 
+@pytest.fixture(scope="module")
+def service(served_index):
+    """(worker, TestClient) of a service over `served_index`, shared by one test module."""
+    from fastapi.testclient import TestClient
+
+    worker, app = start_service(served_index)
+    yield worker, TestClient(app)
+    worker.stop()
+
+
+@pytest.fixture(scope="module")
+def client(service):
+    return service[1]
+
+
 def start_service(index_dir: Path, **settings):
     """(worker, app) over `index_dir` with the real TimedSearcher; `max_queue` goes to the worker."""
     from discff_cli.service.app import ServeSettings, create_app

@@ -18,8 +18,8 @@ def test_demo_writes_gallery_indexes_it_and_reports_every_score_against_clip(tmp
     assert len(list((out / "images").glob("*.png"))) == 40
     manifest = json.loads((out / ".discff" / "manifest.json").read_text())
     assert manifest["count"] == 40 and manifest["model"] == "demo"
-    for label in ("CLIP alone", "+ rerank, attention", "+ rerank, denoise (default)", "+ rerank, discffusion",
-                  "two-object", "single-object", "R@1 vs CLIP"):
+    for label in ("CLIP alone", "+attention", "+denoise*", "+discffusion", "* = default",
+                  "two-object", "single-object", "R@1 vs CLIP", "R@1 (95% CI)", "mean rank"):
         assert label in result.stdout
     assert "two-object queries: reranking with denoise" in result.stdout
     assert f'discff search "' in result.stdout and f"--index {out / '.discff'} --rerank 4" in result.stdout
@@ -36,3 +36,20 @@ def test_demo_json_has_one_row_per_query_kind_and_system_with_paired_changes(tmp
         assert ("vs_clip_R@1" in row) == (row["system"] != "clip")
     # 3 + 3 queries x 4 candidates x 1 condition, plus one empty-prompt pass per distinct candidate image
     assert 24 < doc["unet_passes"] <= 48 and doc["score"] == "denoise"
+    assert_fits_80_columns(doc)
+
+
+def assert_fits_80_columns(doc: dict) -> None:
+    """In an 80-column terminal every demo table keeps every column, interval and p-value whole."""
+    from discff_cli.commands.demo import report_tables
+    from discff_cli.render import table_lines
+
+    for title, columns, rows in report_tables(doc):
+        text, shortened = table_lines(title, columns, rows, None, 80)
+        assert not shortened and max(len(line) for line in text.splitlines()) <= 80, text
+        for column in columns:
+            assert column in text
+        for row in rows:
+            line = next(line for line in text.splitlines() if str(row[1]) in line and str(row[0]) in line
+                        and all(str(cell) in line for cell in row))
+            assert "…" not in line

@@ -38,12 +38,12 @@ def test_a_model_that_fails_to_load_on_the_actors_is_one_sentence_and_ray_stops(
 
 
 def _scoreless(doc: dict) -> dict:
-    """The document without timings, rerank scores and empty-prompt pass counts (compared on their own)."""
+    """The document without timings, rerank and fused scores and empty-prompt pass counts (compared on their own)."""
     doc = without_timings(doc)
     stats = dict(doc.get("stats", {}))
     if stats:
         stats["own_passes"] = stats.pop("unet_passes") - stats.pop("empty_prompt_passes")
-    rows = [{k: v for k, v in row.items() if k != "rerank_score"} for row in doc["results"]]
+    rows = [{k: v for k, v in row.items() if k not in ("rerank_score", "fused_score")} for row in doc["results"]]
     return {**doc, **({"stats": stats} if stats else {}), "results": rows}
 
 

@@ -12,21 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest_index import run_cli, tiny_clip_dir  # noqa: F401
-from conftest_serve import ENGINE_FLAGS, served_index, start_service  # noqa: F401
+from conftest_serve import ENGINE_FLAGS, client, served_index, service, start_service  # noqa: F401
 
 QUERY = "a red circle left of a blue square"
-
-
-@pytest.fixture(scope="module")
-def service(served_index):
-    worker, app = start_service(served_index)
-    yield worker, TestClient(app)
-    worker.stop()
-
-
-@pytest.fixture(scope="module")
-def client(service):
-    return service[1]
 
 
 def assert_one_sentence(response, status: int) -> str:
@@ -45,10 +33,11 @@ def cli_json(index_dir: Path, *args: str) -> dict:
 
 
 def assert_same_rows(served: list[dict], printed: list[dict]) -> None:
-    """Same rows: paths, ranks, ids, CLIP ranks and (to float32 precision) scores."""
+    """Same rows: paths, ranks, ids, CLIP ranks and (to float32 precision) scores; the service adds
+    only each row's `meta` (what the index holds about the file, for the page's hover)."""
     assert [{k: r[k] for k in ("rank", "path")} for r in served] == [{k: r[k] for k in ("rank", "path")} for r in printed]
     for s, p in zip(served, printed):
-        assert set(s) == set(p) and s["id"] == p["id"] and s["clip_rank"] == p["clip_rank"]
+        assert set(s) - {"meta"} == set(p) and s["id"] == p["id"] and s["clip_rank"] == p["clip_rank"]
         assert s["clip_score"] == pytest.approx(p["clip_score"], abs=2e-6)
         assert (s["rerank_score"] is None) == (p["rerank_score"] is None)
         if p["rerank_score"] is not None:

@@ -75,8 +75,9 @@ def load_benchmark(name: str, path: str | Path, images: str | Path | None = None
 def benchmark_options(f: Callable) -> Callable:
     """--benchmark NAME, --images DIR and --write-jsonl OUT, for `discff eval`."""
     options = [
-        click.option("--benchmark", type=click.Choice(list(BENCHMARKS)), default=None,
-                     help="Read FILE as this benchmark's published folder instead of an eval JSONL."),
+        click.option("--benchmark", type=click.Choice(list(BENCHMARKS)), default=None, metavar="NAME",
+                     help="Read FILE as this benchmark's published folder instead of an eval JSONL: "
+                          f"{', '.join(BENCHMARKS)}."),
         click.option("--images", "benchmark_images", type=click.Path(file_okay=False), default=None,
                      help="With --benchmark: the image folder, when not where the benchmark puts it "
                           "(SugarCrepe: COCO val2017)."),

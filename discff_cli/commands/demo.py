@@ -25,7 +25,8 @@ DEMO_GRID = {"steps": 5, "levels": "0.5"}
 
 
 def write_gallery(directory: Path, count: int, seed: int) -> dict[str, tuple[list[str], int]]:
-    """Save `count` test-split scenes as PNGs; returns (every true caption, number of objects) by file path."""
+    """Save `count` test-split scenes as PNGs, each with its caption beside it (scene-0001.txt, which
+    `discff serve` shows on hover); returns (every true caption, number of objects) by file path."""
     from training.world import captions, make_split
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -34,6 +35,7 @@ def write_gallery(directory: Path, count: int, seed: int) -> dict[str, tuple[lis
         path = directory / f"scene-{i:04d}.png"
         if not path.exists():
             example.image.save(path)
+            path.with_suffix(".txt").write_text(example.caption + "\n")  # the caption `serve` shows on hover
         gallery[str(path)] = (captions(example.scene), len(example.scene.objects))
     return gallery
 
@@ -102,22 +104,34 @@ def run_demo(root: Path, images: int, per_kind: int, rerank: int, fusion: str, w
 
 
 def render_report(report: dict) -> None:
-    def cell(fig: dict) -> str:
-        return f"{fig['value']:.2f} [{fig['ci95'][0]:.2f}, {fig['ci95'][1]:.2f}]"
-
-    rows = []
-    for r in report["rows"]:
-        label = "CLIP alone" if r["system"] == "clip" else f"+ rerank, {r['system']}" + (
-            " (default)" if r["system"] == report["score"] else "")
-        change = r.get("vs_clip_R@1")
-        rows.append((r["queries"], label, r["n"], cell(r["R@1"]), cell(r["R@5"]), f"{r['mean_rank']:.2f}",
-                     "" if change is None else f"+{change['gained']} −{change['lost']} p={change['p_value']:.2g}"))
-    fusion = report["fusion"]
-    print_table(f"{report['gallery']} demo images, CLIP shortlist of {report['rerank']}, fused with CLIP "
-                f"({fusion['method']}, weight {fusion['weight']})",
-                ["queries", "system", "n", "R@1 [95% CI]", "R@5 [95% CI]", "mean rank", "R@1 vs CLIP"], rows,
-                ["left", "left", "right", "right", "right", "right", "right"])
+    """Two tables that fit 80 columns (recall with intervals; mean rank and the change against CLIP),
+    then the verdict and a search to try."""
+    for title, columns, rows in report_tables(report):
+        print_table(title, columns, rows, ["left", "left"] + ["right"] * (len(columns) - 2))
     click.echo(report["verdict"])
     click.echo(f"({report['unet_passes']} U-Net passes; every score read from the same passes)")
     click.echo(f"\nSearch this index yourself:\n  {report['try']}")
+
+
+def report_tables(report: dict) -> list[tuple[str, list[str], list[tuple]]]:
+    """(title, columns, rows) of the demo's two tables; systems named short, with a legend in the title."""
+    def cell(fig: dict) -> str:
+        return f"{fig['value']:.2f} ({fig['ci95'][0]:.2f}-{fig['ci95'][1]:.2f})"
+
+    def system(name: str) -> str:
+        return "CLIP alone" if name == "clip" else f"+{name}" + ("*" if name == report["score"] else "")
+
+    fusion = report["fusion"]
+    recall = [(r["queries"], system(r["system"]), r["n"], cell(r["R@1"]), cell(r["R@5"])) for r in report["rows"]]
+    change = [(r["queries"], system(r["system"]), f"{r['mean_rank']:.2f}", _versus(r.get("vs_clip_R@1")))
+              for r in report["rows"]]
+    legend = (f"{report['gallery']} demo images; +score = CLIP's top {report['rerank']} reranked by that score, fused "
+              f"with CLIP ({fusion['method']}, weight {fusion['weight']:g}); * = default")
+    return [(legend, ["queries", "system", "n", "R@1 (95% CI)", "R@5 (95% CI)"], recall),
+            ("mean rank of the first right image, and R@1 against CLIP alone (exact McNemar p)",
+             ["queries", "system", "mean rank", "R@1 vs CLIP"], change)]
+
+
+def _versus(change: dict | None) -> str:
+    return "" if change is None else f"+{change['gained']} -{change['lost']} p={change['p_value']:.2g}"
 

@@ -144,15 +144,16 @@ def eval_(file: str, clip_spec: str, no_clip: bool, no_diffusion: bool, max_per_
 
     \b
     Each line is one item; image paths are relative to FILE; "tag" is optional:
-      {"images": [a, b], "texts": [ta, tb]}             image i matches text i
-      {"text": t, "images": [a, b, c], "answer": k}     which image matches the text
-      {"image": a, "texts": [t1, t2, t3], "answer": k}  which text matches the image
+      {"images": [a, b], "texts": [ta, tb]}         image i matches text i
+      {"text": t, "images": [a, b, c], "answer": k} which image matches t
+      {"image": a, "texts": [t1, t2], "answer": k}  which text matches a
+
     Reports accuracy (= R@1), R@5 and Winoground text/image/group scores per tag.
     --score a,b,c gives one column per score, all from one set of U-Net passes.
-    With --deltas, each score is reported zero-shot and tuned side by side.
-    With --benchmark NAME, FILE is that benchmark's folder as published (winoground, aro-relation,
-    aro-attribution, sugarcrepe; see README "Real benchmarks").
-    --model defaults to 'demo' with --clip demo, else to Stable Diffusion 2.1-base.
+    With --deltas, each score is reported zero-shot and tuned side by side. With
+    --benchmark NAME, FILE is that benchmark's folder as published (README "Real
+    benchmarks"). --model defaults to 'demo' with --clip demo, else to Stable
+    Diffusion 2.1-base.
     """
     from discff_cli import evaluation as ev
     from discff_cli.eval_data import load_items

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import click
 
+from discff_cli.demo_notice import warn_if_demo_on_photos
 from discff_cli.errors import DiscffError
 from discff_cli.inputs import read_lines
 from discff_cli.options import deltas_option, engine_options, json_option, pop_engine_config
-from discff_cli.render import print_json, print_table
+from discff_cli.render import format_score, print_json, print_table
 
 
 def read_captions(path: str) -> list[str]:
@@ -19,12 +20,12 @@ def read_captions(path: str) -> list[str]:
     return captions
 
 
-def check_image(path: str) -> None:
-    """Fail before loading any model when the image cannot be decoded."""
+def check_image(path: str) -> tuple[int, int]:
+    """Fail before loading any model when the image cannot be decoded; returns its (width, height)."""
     from index.imageio import ImageDecodeError, open_rgb
 
     try:
-        open_rgb(path, resize_to=512)  # also refuses aspect ratios whose resize would exhaust memory
+        return open_rgb(path, resize_to=512).size  # also refuses aspect ratios whose resize would exhaust memory
     except ImageDecodeError as exc:
         raise DiscffError(f"Cannot read image '{path}': {exc}.") from None
 
@@ -38,7 +39,7 @@ def check_image(path: str) -> None:
 def score(image: str, captions_txt: str, model: str, deltas: str | None, as_json: bool, **engine: object) -> None:
     """Rank the captions in CAPTIONS_TXT (one per line) for IMAGE, best first."""
     captions = read_captions(captions_txt)
-    check_image(image)
+    size = check_image(image)
     config = pop_engine_config(engine)
     from discff_cli.engine.scorer import load_scorer
     from discff_cli.engine.deltas import model_for_deltas
@@ -46,6 +47,7 @@ def score(image: str, captions_txt: str, model: str, deltas: str | None, as_json
     source = click.get_current_context().get_parameter_source("model")
     model = model_for_deltas(model, deltas, given=source is not click.core.ParameterSource.DEFAULT)
 
+    warn_if_demo_on_photos(model, [size])
     scorer = load_scorer(model, config, deltas)
     scores = scorer.score_texts(image, captions, progress=not as_json)
     ranked = sorted(zip(captions, scores.tolist()), key=lambda pair: -pair[1])
@@ -55,6 +57,6 @@ def score(image: str, captions_txt: str, model: str, deltas: str | None, as_json
                     "score": config.score, "engine": config.to_dict(), "unet_passes": scorer.unet_passes,
                     "results": results})
     else:
-        rows = [(r["rank"], f"{r['score']:.5f}", r["text"]) for r in results]
+        rows = [(r["rank"], format_score(r["score"]), r["text"]) for r in results]
         print_table(f"{image} — {config.score} score of {model}", ["rank", "score", "caption"], rows,
                     ["right", "right", "left"])

@@ -13,7 +13,7 @@ from discff_cli.options import (deltas_option, engine_options, fusion_options, j
                                 ray_option)
 from discff_cli.pipeline import Fusion, RayOptions, Searcher, query_documents, run_search
 from discff_cli.query_file import read_queries
-from discff_cli.render import print_json, print_json_line, print_table, stderr_console
+from discff_cli.render import format_score, print_json, print_json_line, print_table, stderr_console
 
 
 @click.command()
@@ -39,6 +39,19 @@ def search(query: str | None, queries_file: str | None, index_dir: str, top: int
            fusion: str, fusion_weight: float, clip: str | None, model: str | None, deltas: str | None,
            ray_address: str | None, workers: int | None, as_json: bool, **engine: object) -> None:
     """Find the images of the index that best match QUERY (or each query of --queries FILE)."""
+    try:
+        run(query, queries_file, index_dir, top, rerank, Fusion(fusion, fusion_weight), clip, model, deltas,
+            ray_address, workers, as_json, engine)
+    except KeyboardInterrupt:
+        raise DiscffError("Interrupted; nothing was written, run the same command again to search"
+                          + (" (the documents printed so far are complete)." if queries_file else "."),
+                          exit_code=130) from None
+
+
+def run(query: str | None, queries_file: str | None, index_dir: str, top: int | None, rerank: int | None,
+        fusion: Fusion, clip: str | None, model: str | None, deltas: str | None, ray_address: str | None,
+        workers: int | None, as_json: bool, engine: dict) -> None:
+    """Check the arguments, search, print."""
     if queries_file is not None:
         if query is not None:
             raise DiscffError("Give either a QUERY or --queries FILE, not both.")
@@ -59,7 +72,7 @@ def search(query: str | None, queries_file: str | None, index_dir: str, top: int
     if queries_file is not None:
         ray = None if ray_address is None else RayOptions(ray_address, workers)
         with library_errors():
-            searcher = Searcher(index_dir, clip, model, deltas, config, Fusion(fusion, fusion_weight))
+            searcher = Searcher(index_dir, clip, model, deltas, config, fusion)
             docs = query_documents(searcher, queries, top, rerank, progress=not as_json and ray is None, ray=ray)
             for doc in counted(docs, len(queries), enabled=ray is not None and not as_json):
                 if as_json:
@@ -69,7 +82,7 @@ def search(query: str | None, queries_file: str | None, index_dir: str, top: int
         return
     with library_errors():
         results, provenance = run_search(query, index_dir, top, rerank, clip, model, deltas, config,
-                                         progress=not as_json, fusion=Fusion(fusion, fusion_weight))
+                                         progress=not as_json, fusion=fusion)
     if as_json:
         print_json({"query": query, **provenance, "results": results})
         return
@@ -89,17 +102,24 @@ def counted(docs: Iterator[dict], total: int, enabled: bool) -> Iterator[dict]:
 
 
 def render_results(query: str, results: list[dict], provenance: dict) -> None:
-    """The results table; the rerank columns only when something was reranked."""
+    """The results table (paths give way first in a narrow terminal)."""
+    title, columns, rows, justify = results_table(query, results, provenance)
+    print_table(title, columns, rows, justify, shrink=len(columns) - 1)
+
+
+def results_table(query: str, results: list[dict], provenance: dict) -> tuple[str, list[str], list[tuple], list[str]]:
+    """(title, columns, rows, justify); the rerank columns (fused score, rerank score) only when something
+    was reranked, and the title then says which score and fusion ordered the rows."""
     reranked = [r for r in results if r["rerank_score"] is not None]
     if not reranked:
-        rows = [(r["rank"], f"{r['clip_score']:.4f}", r["path"]) for r in results]
-        print_table(f"\"{query}\"", ["rank", "CLIP score", "path"], rows, ["right", "right", "left"])
-        return
-    rows = [(r["rank"], r["clip_rank"], "-" if r["rerank_score"] is None else f"{r['rerank_score']:.5f}",
-             f"{r['clip_score']:.4f}", r["path"]) for r in results]
+        rows = [(r["rank"], format_score(r["clip_score"]), r["path"]) for r in results]
+        return f"\"{query}\"", ["rank", "CLIP score", "path"], rows, ["right", "right", "left"]
+    rows = [(r["rank"], r["clip_rank"], format_score(r.get("fused_score")) or "-",
+             format_score(r["rerank_score"]) or "-", format_score(r["clip_score"]), r["path"]) for r in results]
     fusion = provenance["fusion"]
-    how = "alone" if fusion["method"] == "none" else f"fused with CLIP ({fusion['method']}, weight {fusion['weight']})"
-    title = (f"\"{query}\" — top {len(reranked)} reranked with the {provenance['score']} score of "
-             f"{provenance['model']}, {how}")
-    print_table(title, ["rank", "CLIP rank", f"{provenance['score']} score", "CLIP score", "path"], rows,
-                ["right", "right", "right", "right", "left"])
+    how = "rerank score alone" if fusion["method"] == "none" else \
+        f"fused with CLIP: {fusion['method']}, weight {fusion['weight']:g}"
+    title = (f"\"{query}\" -- top {len(reranked)} reranked by {provenance['score']} ({provenance['model']}), "
+             f"ordered by {how}")
+    return (title, ["rank", "CLIP rank", "fused", provenance["score"], "CLIP", "path"], rows,
+            ["right", "right", "right", "right", "right", "left"])

@@ -6,7 +6,7 @@ import click
 
 from discff_cli.commands.index_cmd import index_option
 from discff_cli.errors import DiscffError
-from discff_cli.options import deltas_option, engine_options, pop_engine_config
+from discff_cli.options import deltas_option, engine_options, fusion_options, pop_engine_config
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -31,12 +31,15 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
               help="CPU threads for a shortlist-only query (0: as for reranks); one query is too small to split.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True, help="Server log level (info logs every request).")
+@fusion_options
 @engine_options(model_default=None)
 @deltas_option
 def serve(index_dir: str, host: str, port: int, token: str | None, clip: str | None, timeout_s: float,
-          max_queue: int, max_rerank: int, threads: int, shortlist_threads: int, log_level: str, model: str | None,
-          deltas: str | None, **engine: object) -> None:
-    """Serve search over HTTP (GET /search, /images/ID, /thumbs/ID, /info) and a web page at /."""
+          max_queue: int, max_rerank: int, threads: int, shortlist_threads: int, log_level: str, fusion: str,
+          fusion_weight: float, model: str | None, deltas: str | None, **engine: object) -> None:
+    """Serve search over HTTP (GET /search, /explain, /images/ID, /thumbs/ID, /info) and a web page at /.
+
+    --score and --fusion are the defaults; a request (and the page) may pick others."""
     try:
         import fastapi  # noqa: F401
         import uvicorn
@@ -51,7 +54,10 @@ def serve(index_dir: str, host: str, port: int, token: str | None, clip: str | N
     if host not in LOCAL_HOSTS:
         click.echo(f"warning: binding {host} makes the index and its images reachable from other machines"
                    + ("" if token else "; set --token (or DISCFF_TOKEN) to require a bearer token"), err=True)
-    worker = ModelWorker(lambda: TimedSearcher(index_dir, clip, model, deltas, config), max_queue)
+    from discff_cli.pipeline import Fusion
+
+    worker = ModelWorker(lambda: TimedSearcher(index_dir, clip, model, deltas, config, Fusion(fusion, fusion_weight)),
+                         max_queue)
     with library_errors():
         worker.start()  # index and CLIP load here, so a bad index is one sentence before the server starts
     settings = ServeSettings(index_dir, token, timeout_s, max_rerank=max_rerank, threads=threads or None,

@@ -51,6 +51,9 @@ def tune(pairs_jsonl: str, model: str, out: str, resume: bool, as_json: bool, **
     engine = pop_engine_config({**options, "batch_size": 0})
     result = run_tune(pairs_jsonl, model, engine, config, out, resume, progress=True)  # stderr: --json stays clean
     summary = _summary(result, model, pairs_jsonl)
+    if result.best_epoch == 0 and not result.interrupted:
+        summary["note"] = untrained_note(result, out)
+        click.echo(f"note: {summary['note']}", err=True)
     if as_json:
         print_json(summary)
     else:
@@ -136,6 +139,13 @@ class _Progress:
             self.acc = f"{100 * info['val_accuracy']:.1f}%"
         what = "validating" if phase == "validate" else "epoch"
         self.bar.update(self.task, description=f"{what} {self.epoch}/{self.epochs}  loss {self.loss}  val acc {self.acc}")
+
+
+def untrained_note(result: Any, out: str) -> str:
+    """Why the written deltas are epoch 0's (zero) and what to do: said, never left silent."""
+    return (f"no epoch beat the untrained deltas on the {result.n_val_triplets} validation triplet(s), so '{out}' "
+            "holds epoch 0: zero deltas, which score exactly as the base model does. Give more lines, a larger "
+            "--val-fraction or more --epochs.")
 
 
 def _summary(result: Any, model: str, pairs_jsonl: str) -> dict:

@@ -42,10 +42,15 @@ def select_layers(names: list[str], choice: str) -> list[str]:
         return list(names)
     if choice == "ref":
         return reference_layers(names)
+    from discff_cli.errors import DiscffError
+
     if choice.startswith("last-"):
         count = int(choice.split("-", 1)[1])
+        if count > len(names):
+            raise DiscffError(f"--layers {choice} asks for {count} cross-attention layers, but this model has "
+                              f"{len(names)}; use last-1 to last-{len(names)}, or all.")
         return list(names[-count:])
     chosen = [n for n in names if block_kind(n) == choice]
     if not chosen:
-        raise ValueError(f"the model has no cross-attention layers in '{choice}' blocks")
+        raise DiscffError(f"--layers {choice}: this model has no cross-attention layers in its '{choice}' blocks.")
     return chosen

@@ -26,6 +26,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from discff_cli.errors import DiscffError
 from index.errors import IndexError_
 from index.tars import split_member_path
+from discff_cli.pipeline import Fusion
+from discff_cli.service.explain_job import ExplainQuery, run_explain
 from discff_cli.service.queries import SCORES, Query, run_query
 from discff_cli.service.thumbs import ThumbCache
 from discff_cli.service.worker import FAST, SLOW, ModelWorker, QueueFull
@@ -81,10 +83,15 @@ def create_app(worker: ModelWorker, settings: ServeSettings) -> FastAPI:
 
     @app.get("/info")
     def info() -> dict:
+        from discff_cli.engine.explain import MAPPED
+        from discff_cli.fusion import FUSIONS
+
         searcher = worker.models
         return {"index": str(Path(settings.index_dir).resolve()), **searcher.index.manifest,
                 "service": {"model": searcher.model, "engine": searcher.config.to_dict(),
                             "scores": list(SCORES), "score": searcher.config.score,
+                            "fusions": list(FUSIONS), "fusion": searcher.fusion.method,
+                            "fusion_weight": searcher.fusion.weight, "explain_scores": list(MAPPED),
                             "max_top": settings.max_top, "max_rerank": settings.max_rerank,
                             "max_query_chars": settings.max_query_chars, "timeout_s": settings.timeout_s,
                             "queued": worker.queued, "max_queue": worker.max_queue,
@@ -97,20 +104,35 @@ def create_app(worker: ModelWorker, settings: ServeSettings) -> FastAPI:
             query = parse_query(dict(request.query_params), settings)
         except BadRequest as exc:
             return error(400, str(exc))
+        threads = settings.threads if query.rerank else settings.shortlist_threads
+        job = partial(run_query, query=query, received=received, threads=threads)
+        return await run_job(job, SLOW if query.rerank else FAST, "search")
+
+    async def run_job(job, priority: int, what: str) -> Response:
+        """Queue `job` for the one model worker; its answer, or 503/504/500 as one sentence."""
         try:
-            threads = settings.threads if query.rerank else settings.shortlist_threads
-            future = worker.submit(partial(run_query, query=query, received=received, threads=threads),
-                                   SLOW if query.rerank else FAST)
+            future = worker.submit(job, priority)
         except QueueFull as exc:
             return error(503, f"The server is busy ({worker.max_queue} requests queued); retry in "
                               f"{exc.retry_after} s.", {"Retry-After": str(exc.retry_after)})
         try:
             return JSONResponse(await asyncio.wait_for(asyncio.wrap_future(future), settings.timeout_s))
         except asyncio.TimeoutError:
-            return error(504, f"The search took longer than the {settings.timeout_s:g} s limit; "
-                              "ask for a smaller rerank depth.")
+            hint = "ask for a smaller rerank depth" if what == "search" else "retry when the server is less busy"
+            return error(504, f"The {what} took longer than the {settings.timeout_s:g} s limit; {hint}.")
         except (DiscffError, IndexError_) as exc:  # e.g. an indexed file deleted since the build
             return error(500, str(exc))
+
+    @app.get("/explain")
+    async def explain(request: Request) -> Response:
+        received = time.perf_counter()
+        try:
+            query = parse_explain(dict(request.query_params), settings, len(worker.models.index.rel_by_row))
+        except BadRequest as exc:
+            return error(400, str(exc))
+        path = indexed_file(worker.models, query.item_id)
+        job = partial(run_explain, query=query, path=path, received=received, threads=settings.threads)
+        return await run_job(job, SLOW, "explaining")
 
     @app.get("/images/{item_id}")
     def image(item_id: int) -> Response:
@@ -141,17 +163,55 @@ def create_app(worker: ModelWorker, settings: ServeSettings) -> FastAPI:
 
 def parse_query(params: dict[str, str], settings: ServeSettings) -> Query:
     """Validate /search's parameters into a Query; raises BadRequest with one sentence."""
-    q = params.get("q", "")
-    if not q.strip():
-        raise BadRequest("Give the text to search for as q, e.g. /search?q=a+red+cube.")
-    if len(q) > settings.max_query_chars:
-        raise BadRequest(f"The query is {len(q)} characters long; the limit is {settings.max_query_chars}.")
+    q = _text_param(params, settings, "/search?q=a+red+cube")
     top = _int_param(params, "top", 1, settings.max_top)
     rerank = _int_param(params, "rerank", 0, settings.max_rerank) or None  # 0 = no rerank
+    return Query(q, top, rerank, _score_param(params, SCORES), _fusion_param(params))
+
+
+def parse_explain(params: dict[str, str], settings: ServeSettings, count: int) -> ExplainQuery:
+    """Validate /explain's parameters: an index id, the query as /search takes it, a score with a map."""
+    from discff_cli.engine.explain import MAPPED
+
+    raw = params.get("id", "")
+    if not raw.isdigit() or int(raw) >= count:
+        raise BadRequest(f"Give the index id of an image as id, a whole number from 0 to {count - 1}.")
+    q = _text_param(params, settings, "/explain?id=0&q=a+red+cube")
+    return ExplainQuery(int(raw), q, _score_param(params, [s for s in SCORES if s in MAPPED]))
+
+
+def _text_param(params: dict[str, str], settings: ServeSettings, example: str) -> str:
+    q = params.get("q", "")
+    if not q.strip():
+        raise BadRequest(f"Give the text to search for as q, e.g. {example}.")
+    if len(q) > settings.max_query_chars:
+        raise BadRequest(f"The query is {len(q)} characters long; the limit is {settings.max_query_chars}.")
+    return q
+
+
+def _score_param(params: dict[str, str], allowed) -> str | None:
     score = params.get("score") or None
-    if score is not None and score not in SCORES:
-        raise BadRequest(f"Unknown score '{score[:40]}'; choose one of {', '.join(SCORES)}.")
-    return Query(q, top, rerank, score)
+    if score is not None and score not in allowed:
+        raise BadRequest(f"Unknown score '{score[:40]}'; choose one of {', '.join(allowed)}.")
+    return score
+
+
+def _fusion_param(params: dict[str, str]) -> Fusion | None:
+    """fusion (zsum, rrf, none) and weight (0..1); either alone takes the service's other half."""
+    from discff_cli.fusion import DEFAULT_FUSION, DEFAULT_WEIGHT, FUSIONS
+
+    method, raw = params.get("fusion") or None, params.get("weight") or None
+    if method is None and raw is None:
+        return None
+    if method is not None and method not in FUSIONS:
+        raise BadRequest(f"Unknown fusion '{method[:40]}'; choose one of {', '.join(FUSIONS)}.")
+    try:
+        weight = DEFAULT_WEIGHT if raw is None else float(raw)
+    except ValueError:
+        raise BadRequest(f"weight must be a number from 0 to 1, not '{raw[:40]}'.") from None
+    if not 0.0 <= weight <= 1.0:  # NaN fails this too
+        raise BadRequest(f"weight must be a number from 0 to 1, not {raw[:40]}.")
+    return Fusion(method or DEFAULT_FUSION, weight)
 
 
 def _int_param(params: dict[str, str], name: str, low: int, high: int) -> int | None:

@@ -12,19 +12,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
-from discff_cli.pipeline import Searcher
+from discff_cli.pipeline import Fusion, Searcher
 
 from discff_cli.engine.config import SCORES  # noqa: E402,F401 - re-exported for the app's validation
 
 
 @dataclass(frozen=True)
 class Query:
-    """A validated /search request."""
+    """A validated /search request (`fusion` None: the service's own)."""
 
     q: str
     top: int | None
     rerank: int | None
     score: str | None = None
+    fusion: Fusion | None = None
 
 
 class TimedSearcher(Searcher):
@@ -50,14 +51,16 @@ def run_query(searcher: TimedSearcher, query: Query, received: float, threads: i
     started = time.perf_counter()
     searcher.load_seconds = 0.0
     with cpu_threads(threads):
-        rows = searcher.search(query.q, query.top, query.rerank, score=query.score)
+        rows = searcher.search(query.q, query.top, query.rerank, score=query.score, fusion=query.fusion)
     stats, load = searcher.last_stats, searcher.load_seconds
+    fusion = query.fusion or searcher.fusion
     return {
         "query": query.q,
-        "results": rows,
+        "results": item_details(searcher, rows),
         "top": query.top,
         "rerank": query.rerank,
         "score": (query.score or searcher.config.score) if query.rerank else None,
+        "fusion": {"method": fusion.method, "weight": fusion.weight} if query.rerank else None,
         "model": searcher.model if query.rerank else None,
         "unet_passes": stats.get("unet_passes", 0),
         "timings_ms": {
@@ -68,6 +71,15 @@ def run_query(searcher: TimedSearcher, query: Query, received: float, threads: i
             "total": _ms(time.perf_counter() - received),
         },
     }
+
+
+def item_details(searcher: Searcher, rows: list[dict]) -> list[dict]:
+    """Each row with what the index holds about its file (pixels, bytes, modified) and its caption,
+    for the page's hover; the rows themselves are `discff search --json`'s, unchanged."""
+    from discff_cli.service.metadata import item_metadata
+
+    meta = item_metadata(searcher, [row["id"] for row in rows])
+    return [{**row, "meta": meta.get(row["id"], {})} for row in rows]
 
 
 @contextmanager
