@@ -73,7 +73,7 @@ def test_rerank_reorders_the_shortlist_by_engine_scores(built_index, tiny_sd_dir
     paths = [r["path"] for r in shortlist]
     scorer = load_scorer(str(tiny_sd_dir), EngineConfig(steps=2, levels=(0.5,), seed=3, device="cpu",
                                                         score="discffusion"))
-    direct = scorer.score_images(paths, query)
+    direct = scorer.rank(paths, [query] * len(paths)).values
     assert np.ptp(direct) > 0  # distinct scores, so the order below is the engine's, not a tie-break
     expected = [paths[i] for i in np.argsort(-direct, kind="stable")]
     assert [r["path"] for r in results] == expected

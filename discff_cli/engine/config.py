@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1-base"
 DEFAULT_LEVELS = (0.2, 0.4, 0.6, 0.8)
-SCORES = ("attention", "denoise", "discffusion")  # engine/scores.py defines each
+SCORES = ("attention", "denoise", "diffusion_itm", "discffusion")  # engine/scores.py defines each
 DEFAULT_SCORE = "denoise"  # chosen by measurement on the demo world: README, "Which score"
 
 

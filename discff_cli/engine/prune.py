@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -70,23 +70,27 @@ def _settled(scores: torch.Tensor, leader: int, runner: int, z: float) -> bool:
     return bool(diff.mean() > z * max(float(stderr), 1e-12))
 
 
-def prune_scores(scorer: Any, latents: torch.Tensor, text_states: torch.Tensor, token_mask: torch.Tensor | None = None,
-                 z: float = SETTLED_Z, start_fraction: int = START_FRACTION) -> tuple[torch.Tensor, PruneReport]:
-    """Successive-halving scores [N] for N pairs (one query's candidates), and what it cost."""
-    order = ordered_conditions(scorer.conditions)
-    n, n_cond = latents.shape[0], len(order)
+ScoreFn = Callable[[list[int], list[Any]], torch.Tensor]  # (candidate ids, conditions) -> [ids, conditions]
+
+
+def prune_scores(score: ScoreFn, n: int, conditions: Sequence[Any], z: float = SETTLED_Z,
+                 start_fraction: int = START_FRACTION) -> tuple[torch.Tensor, PruneReport]:
+    """Successive-halving scores [n] for one query's n candidates, and what it cost.
+
+    `score(ids, conds)` returns the per-condition scores of those candidates (the rerank path passes
+    one that runs the U-Net, benchmarks/prune_eval.py one that replays stored scores)."""
+    order = ordered_conditions(conditions)
+    n_cond = len(order)
     report = PruneReport(full_passes=n * n_cond)
     per_cond = torch.full((n, n_cond), float("nan"))
     alive = list(range(n))
     seen = 0
     k = min(n_cond, max(1, math.ceil(n_cond / start_fraction)))
     eliminated: list[tuple[list[int], int]] = []  # (candidates dropped, conditions they saw)
-    while True:
+    while n:
         new = order[seen:k]
         if new:
-            idx = torch.tensor(alive)
-            mask = None if token_mask is None else token_mask[idx]
-            per_cond[idx, seen:k] = scorer.score_conditions(latents[idx], text_states[idx], mask, new).float().cpu()
+            per_cond[torch.tensor(alive), seen:k] = score(alive, new).float().cpu()
             report.passes += len(alive) * len(new)
         seen = k
         report.rounds.append((len(alive), k))
