@@ -234,7 +234,7 @@ def test_the_service_keeps_serving_after_a_failed_rerank(client, monkeypatch):
 
     from fastapi.testclient import TestClient
 
-    monkeypatch.setattr(Reranker, "readings", broken)
+    monkeypatch.setattr(Reranker, "_seed_store", broken)
     as_a_client_sees_it = TestClient(client.app, raise_server_exceptions=False)
     assert_one_sentence(as_a_client_sees_it.get("/search", params={"q": QUERY, "rerank": 3}), 500)
     assert client.get("/search", params={"q": QUERY, "top": 3}).status_code == 200
