@@ -76,8 +76,10 @@ class QueryRecord:
 
 
 def measure(searcher, queries: Sequence[GalleryQuery], truth: Callable[[str, str], bool], depth: int,
-            families: Sequence[str], advance: Callable[[int], None] = lambda n: None) -> list[QueryRecord]:
-    """Shortlist and rerank every query once through the search path, every family from the same passes.
+            families: Sequence[str], advance: Callable[[int], None] = lambda n: None,
+            prune: bool | None = None) -> list[QueryRecord]:
+    """Shortlist and rerank every query once through the search path, every family from the same passes
+    (`prune`: successive halving, default the searcher's `--prune`).
 
     Shortlisted files that can no longer be read are left out of the shortlist (as search leaves them
     unreranked, with the same warning)."""
@@ -86,7 +88,7 @@ def measure(searcher, queries: Sequence[GalleryQuery], truth: Callable[[str, str
     records = []
     for query in queries:
         planned = searcher.shortlisted(query.text, depth, depth)
-        outcome = searcher.reranker().rerank(query.text, planned.head, tuple(families))
+        outcome = searcher.reranker().rerank(query.text, planned.head, tuple(families), prune=prune)
         warn_unreadable(outcome.unreadable)
         hits = [h for h in planned.head if h.row in outcome.scores]  # CLIP order, readable only
         records.append(QueryRecord(query.kind, [truth(h.path, query.text) for h in hits],

@@ -50,15 +50,17 @@ class Reranker:
     def __init__(self, scorer: Any, index_dir: str, fusion: Fusion) -> None:
         self.scorer, self.index_dir, self.fusion = scorer, index_dir, fusion
 
-    def rerank(self, query: str, head: list, families: Sequence[str], progress: bool = False) -> Reranked:
+    def rerank(self, query: str, head: list, families: Sequence[str], progress: bool = False,
+               prune: bool | None = None) -> Reranked:
         """Rerank `head` (index.search.Hit, CLIP order) for `query`; `families[0]` orders the result,
-        the others are read from the same passes (pruned: from the same memo, engine/rank.py)."""
+        the others are read from the same passes (pruned: from the same memo, engine/rank.py).
+        `prune` defaults to the scorer's `config.prune` (`--prune`)."""
         start = time.perf_counter()
         keys, missing = candidate_keys(head)
         present = [h for i, h in enumerate(head) if i not in missing]
         self._seed_store(present, [keys[i] for i in range(len(head)) if i not in missing])
         ranking = self.scorer.rank([h.path for h in present], [query] * len(present), families,
-                                   keys=[k for k in keys if k is not None], progress=progress)
+                                   prune=prune, keys=[k for k in keys if k is not None], progress=progress)
         readable = [present[i] for i in ranking.readable]
         unreadable = [h for i, h in enumerate(head) if i in missing] + \
             [present[i] for i in sorted(ranking.unreadable)]
