@@ -157,7 +157,9 @@ def main(argv: list[str] | None = None) -> dict:
                           device=args.device)
     result = {"command": "python benchmarks/score_families.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "machine": os.environ.get("DISCFF_MACHINE", "2-core CPU"), "engine": config.to_dict(),
-              "gallery": gallery(args, config), "eval": evaluation(args, config)}
+              "gallery": gallery(args, config)}
+    Path(args.out + ".json").write_text(json.dumps(_jsonable(result), indent=2) + "\n")  # kept if eval fails
+    result["eval"] = evaluation(args, config)
     for run in ("full", "prune"):
         result["eval"][run]["cost"].pop("prune", None)
     Path(args.out + ".json").write_text(json.dumps(_jsonable(result), indent=2) + "\n")

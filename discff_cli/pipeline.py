@@ -36,9 +36,7 @@ def run_search(query: str, index_dir: str, top: int | None, rerank: int | None, 
                model: str | None, deltas: str | None, config, progress: bool = False,
                fusion: Fusion = Fusion()) -> tuple[list[dict], dict]:
     """Shortlist with the index's CLIP, then (optionally) rerank; returns JSON-ready rows and their provenance."""
-    from discff_cli.api import open_index
-
-    searcher = open_index(index_dir, model, clip_spec, deltas, fusion, config)
+    searcher = Searcher(index_dir, clip_spec, model, deltas, config, fusion)
     doc = search_document(searcher, query, top, rerank, progress)
     return doc.pop("results"), {k: v for k, v in doc.items() if k != "query"}
 
