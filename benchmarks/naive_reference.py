@@ -6,12 +6,13 @@ What makes the reference slow, reproduced on purpose (and nothing else, so its s
 - an attention-store processor on *every* attention layer: self-attention and cross-attention
   are computed explicitly (QKᵀ, softmax) and every logits tensor and softmaxed map is kept for
   the whole forward (4096×4096 per head for self-attention at 64×64 latents);
-- the classifier-free duplicate: the U-Net runs on [unconditional, conditional] although only
-  the conditional half feeds the score.
-The scores themselves are the engine's families (discff_cli/engine/scores.py), per pair, no
-averaging across the batch: the attention term from the stored cross-attention logits after the
-forward, the denoising errors from the two halves of the classifier-free output (the unconditional
-half is the empty prompt, as in the authors' pipeline), so they must equal the engine's.
+- the U-Net runs on the batch [empty prompt; caption] at every (timestep, noise level), as the
+  authors' pipeline does (pipeline_dsd.py), so the empty prompt is paid again for every pair.
+Both halves feed the score, as in the authors' code: their `ascore` is the LogSumExp mean over the
+whole [∅; y] batch (unet_2d_condition.py around L880–894), so at one caption it is ½(A(x, y) +
+A(x, ∅)), read here from the two halves of the stored cross-attention logits; the denoising errors
+come from the two halves of the output. One pair per call, so their batch-mean never mixes
+captions. The families are the engine's (discff_cli/engine/scores.py), so the scores must equal it.
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ class NaiveReference:
         scorer, unet = self.scorer, self.parts.unet
         context = self._text(text)                           # [uncond, cond]
         alphas = self.parts.scheduler.alphas_cumprod
-        attention, error, empty = [], [], []
+        attention, error, empty, empty_attention = [], [], [], []
         for cond in scorer.conditions:
             z = self._latent(image).float().cpu()[0]         # VAE again, at every (t, s)
             a, b = alphas[cond.timestep].float().sqrt(), (1 - alphas[cond.timestep].float()).sqrt()
@@ -121,14 +122,16 @@ class NaiveReference:
             self.store.reset()
             out = unet(sample, t, encoder_hidden_states=context).sample.float().cpu()
             self.unet_passes += 2
-            per_layer = [lse_score(self.store.logits[name][1], scorer.config.lse_lambda).mean()
-                         for name in scorer.selected]              # conditional half only
-            attention.append(float(torch.stack(per_layer).mean()))
+            halves = [[lse_score(self.store.logits[name][half], scorer.config.lse_lambda).mean()
+                       for name in scorer.selected] for half in (0, 1)]  # [∅; y]
+            empty_attention.append(float(torch.stack(halves[0]).mean()))
+            attention.append(float(torch.stack(halves[1]).mean()))
             empty.append(float(((out[0] - eps) ** 2).sum()))
             error.append(float(((out[1] - eps) ** 2).sum()))
         self.store.reset()
         readings = Readings(error=torch.tensor([error]), attention=torch.tensor([attention]),
-                            empty_error=torch.tensor([empty]), elements=int(np.prod(scorer.latent_shape)))
+                            empty_error=torch.tensor([empty]), elements=int(np.prod(scorer.latent_shape)),
+                            empty_attention=torch.tensor([empty_attention]))
         return float(readings.score(scorer.config.score).mean())
 
     def score_pairs(self, images: Sequence[Any], texts: Sequence[str]) -> np.ndarray:

@@ -34,9 +34,13 @@ class Replay:
         self.table = table  # [n_pairs, n_conditions] float tensor
         self.column = {c: i for i, c in enumerate(conditions)}
 
-    def score_conditions(self, pair_ids: Any, _states: Any, _mask: Any, conditions: list[Any]) -> Any:
-        cols = [self.column[c] for c in conditions]
-        return self.table[pair_ids.long()][:, cols]
+    def scores_of(self, pair_ids: Any) -> Any:
+        """The `score(ids, conditions)` function prune_scores calls, for one query's candidates."""
+        def score(ids: list[int], conditions: list[Any]) -> Any:
+            cols = [self.column[c] for c in conditions]
+            return self.table[pair_ids[ids].long()][:, cols]
+
+        return score
 
 
 def queries_of(item: dict) -> list[tuple[list[tuple[str, str]], int]]:
@@ -79,7 +83,7 @@ def evaluate_file(scorer: Any, path: Path, max_items: int | None, z: float, star
     for cands, answer in queries:
         ids = torch.tensor([index[p] for p in cands])
         full = table[ids].mean(dim=1)
-        pruned, report = prune_scores(replay, ids, ids, None, z=z, start_fraction=start)
+        pruned, report = prune_scores(replay.scores_of(ids), len(ids), scorer.conditions, z=z, start_fraction=start)
         top_full, top_prune = int(full.argmax()), int(pruned.argmax())
         stats["full_correct"] += top_full == answer
         stats["prune_correct"] += top_prune == answer
@@ -103,13 +107,15 @@ def check_real(scorer_factory: Any, path: Path, n: int) -> int:
     pruned, full = scorer_factory(True), scorer_factory(False)
     for cands, _ in queries:
         images, texts = [str(path.parent / im) for im, _ in cands], [t for _, t in cands]
-        before = pruned.unet_passes
-        real = pruned._score_pruned(images, texts)
+        pruned.encode_images(images)  # the VAE and the empty prompt are not what the replay counts
+        pruned.rank(images, texts, prune=False)
+        real = pruned.rank(images, texts, prune=True)
         table = full_table(full, cands, path.parent)
-        replayed, report = prune_scores(Replay(full.conditions, table), torch.arange(len(cands)),
-                                        torch.arange(len(cands)), None)
-        assert int(real.argmax()) == int(replayed.argmax()), "real --prune and replay disagree on top-1"
-        assert pruned.unet_passes - before == report.passes, "real --prune and replay differ in U-Net passes"
+        replayed, report = prune_scores(Replay(full.conditions, table).scores_of(torch.arange(len(cands))),
+                                        len(cands), full.conditions)
+        top = int(real.scores[pruned.config.score].argmax())
+        assert top == int(replayed.argmax()), "real --prune and replay disagree on top-1"
+        assert real.unet_passes == report.passes, "real --prune and replay differ in U-Net passes"
     return len(queries)
 
 

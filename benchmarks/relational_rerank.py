@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> dict:
                          SCORES)
     return {"gallery": args.images, "rerank": args.rerank, "model": args.model, "deltas": args.deltas,
             "fusion": {"method": args.fusion, "weight": args.fusion_weight}, "engine": config.to_dict(),
-            "time_s": round(time.time() - start, 1), "unet_passes": searcher.scorer().unet_passes,
+            "time_s": round(time.time() - start, 1), "unet_passes": sum(r.unet_passes for r in records),
             "rows": ge.summarise(ge.rank_systems(records, args.fusion, args.fusion_weight)),
             "fusion_sweep": ge.fusion_sweep(records)}
 

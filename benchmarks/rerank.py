@@ -138,13 +138,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     # Warm-up (allocator, kernels, lazy inits) on both paths, on a throwaway scorer.
     warm = Scorer(parts, EngineConfig(steps=1, levels=(0.5,), seed=args.seed, device=str(device)), device)
-    warm.score_images(images[:2], query)
+    warm.rank(images[:2], [query] * 2)
     NaiveReference(warm).score_pairs(images[:1], [query])
 
     engine = Scorer(parts, config, device)
-    engine_scores, engine_s = timed(lambda: engine.score_images(images, query), device)
+    engine_scores, engine_s = timed(lambda: engine.rank(images, [query] * len(images)).values, device)
     cold_passes = engine.unet_passes  # pairs x conditions, plus the empty prompt per image (denoise, discffusion)
-    _, warm_s = timed(lambda: engine.score_images(images, query), device)  # latents, text, e(x, ∅) cached
+    _, warm_s = timed(lambda: engine.rank(images, [query] * len(images)).values, device)  # latents, text, e(x, ∅) cached
     n_items = len(engine.conditions) * args.candidates
     info = {
         "model": args.model, "score": args.score, "unet_passes_cold": cold_passes,

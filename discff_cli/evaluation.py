@@ -201,9 +201,46 @@ def clip_pair_scores(clip, table: PairTable, progress: bool = False) -> np.ndarr
     return np.einsum("nd,nd->n", image_emb[rows], text_emb[cols]).astype(np.float64)
 
 
-def diffusion_readings(scorer, table: PairTable, families: Sequence[str], progress: bool = False):
-    """Every reading the score `families` need for each pair, from one set of U-Net passes."""
-    return scorer.read_pairs([str(p) for p in table.images], list(table.texts), families, progress=progress)
+def diffusion_outcomes(scorer, items: Sequence[Item], table: PairTable, families: Sequence[str],
+                       progress: bool = False) -> tuple[dict[str, list[dict[str, bool]]], dict]:
+    """Each family's per-item outcomes and what they cost, through the one rank path (engine/rank.py).
+
+    Full grid: every distinct pair of the run once, every family from the same passes. With
+    `config.prune` each choice item is one query whose candidates are pruned (successive halving);
+    a matrix item's outcomes compare every pair with every other, so it is scored on the full grid."""
+    families = tuple(families)
+    if not scorer.config.prune:
+        ranking = scorer.rank([str(p) for p in table.images], list(table.texts), families, prune=False,
+                              progress=progress)
+        _check_readable(ranking, table.images)
+        return {f: outcomes_for(items, table, ranking.scores[f]) for f in families}, ranking.stats()
+    outcomes: dict[str, list[dict[str, bool]]] = {f: [] for f in families}
+    totals: dict[str, int] = {}
+    with ProgressBar("items", len(items), progress) as advance:
+        for item in items:
+            pairs = item.pairs()
+            images = [str(img) for img, _ in pairs]
+            ranking = scorer.rank(images, [txt for _, txt in pairs], families, prune=item.kind != MATRIX)
+            _check_readable(ranking, images)
+            for f in families:
+                values = np.asarray(ranking.scores[f], dtype=np.float64)
+                if item.kind == MATRIX:
+                    values = values.reshape(len(item.images), len(item.texts))
+                outcomes[f].append(item_outcomes(item, values))
+            for key, value in ranking.stats().items():
+                if isinstance(value, int):
+                    totals[key] = totals.get(key, 0) + value
+            advance(1)
+    return outcomes, totals
+
+
+def _check_readable(ranking, images: Sequence) -> None:
+    """An eval file's image that cannot be decoded is one sentence, not a silently shorter item."""
+    if ranking.unreadable:
+        from discff_cli.errors import DiscffError
+
+        position, error = next(iter(ranking.unreadable.items()))
+        raise DiscffError(f"Cannot read image '{images[position]}': {error}.")
 
 
 class ProgressBar:
@@ -239,4 +276,4 @@ def item_kinds(items: Sequence[Item]) -> dict[str, int]:
 
 
 __all__ = ["PairTable", "choice_rank", "matrix_outcomes", "item_outcomes", "wilson", "summarise", "outcomes_for",
-           "clip_pair_scores", "diffusion_readings", "CI_METHOD", "IMAGE_TO_TEXTS"]
+           "clip_pair_scores", "diffusion_outcomes", "CI_METHOD", "IMAGE_TO_TEXTS"]

@@ -2,8 +2,9 @@
 
 The gallery is demo-world test scenes, so for any caption we know which images truly show it
 (world.captions of each scene): several may, and all count. Each query goes through the product's
-own pipeline (discff_cli.pipeline.Searcher): the CLIP shortlist, then one set of U-Net passes
-whose readings give every score family at once, each fused with CLIP the way `discff search` does.
+own pipeline (discff_cli.pipeline.Searcher): the CLIP shortlist, then the same `Reranker.rerank`
+that `discff search --rerank` runs (discff_cli/rerank.py, `--prune` included), asked for every score
+family at once (one set of U-Net passes, or one pruning memo), each fused with CLIP as search fuses.
 Every system answers the same queries, so each is compared with CLIP alone item by item (queries
 gained and lost at R@1, exact McNemar p).
 
@@ -67,6 +68,7 @@ class QueryRecord:
     relevant: list[bool]               # shortlist order (CLIP), True = the image truly shows the query
     clip_scores: list[float]
     scores: dict[str, np.ndarray]      # family -> rerank score per shortlisted image
+    unet_passes: int = 0               # what the rerank of this query actually ran
 
     def first_match(self, order: Sequence[int]) -> int:
         """1-based rank of the first true match in `order` (depth + 1 when the shortlist has none)."""
@@ -74,18 +76,25 @@ class QueryRecord:
 
 
 def measure(searcher, queries: Sequence[GalleryQuery], truth: Callable[[str, str], bool], depth: int,
-            families: Sequence[str], advance: Callable[[int], None] = lambda n: None) -> list[QueryRecord]:
-    """Shortlist and rerank every query once; every family is read from the same U-Net passes.
+            families: Sequence[str], advance: Callable[[int], None] = lambda n: None,
+            prune: bool | None = None) -> list[QueryRecord]:
+    """Shortlist and rerank every query once through the search path, every family from the same passes
+    (`prune`: successive halving, default the searcher's `--prune`).
 
     Shortlisted files that can no longer be read are left out of the shortlist (as search leaves them
-    unreranked)."""
+    unreranked, with the same warning)."""
+    from discff_cli.pipeline import warn_unreadable
+
     records = []
     for query in queries:
-        hits, _ = searcher.readable(searcher.shortlist(query.text, depth))
-        readings = searcher.rerank_readings(query.text, hits, families)
+        planned = searcher.shortlisted(query.text, depth, depth)
+        outcome = searcher.reranker().rerank(query.text, planned.head, tuple(families), prune=prune)
+        warn_unreadable(outcome.unreadable)
+        hits = [h for h in planned.head if h.row in outcome.scores]  # CLIP order, readable only
         records.append(QueryRecord(query.kind, [truth(h.path, query.text) for h in hits],
                                    [h.clip_score for h in hits],
-                                   {f: readings.score(f).mean(dim=1).double().numpy() for f in families}))
+                                   {f: np.array([outcome.family_scores[f][h.row] for h in hits]) for f in families},
+                                   outcome.unet_passes))
         advance(1)
     return records
 

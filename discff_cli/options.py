@@ -61,8 +61,9 @@ def _parse_layers(ctx: click.Context, param: click.Parameter, value: str) -> str
     return value
 
 
-SCORE_HELP = ("Score read from the U-Net passes: denoise (empty-prompt-normalised noise-prediction error), "
-              "attention (paper Eq. 4 alone) or discffusion (attention + the authors' error gap).")
+SCORE_HELP = ("Score read from the U-Net passes: diffusion_itm (DiffusionITM's empty-prompt-normalised error gap, "
+              "plain norms), denoise (the same gap on mean squared errors), attention (paper Eq. 4 alone) or "
+              "discffusion (the authors' score: half the attention of the caption and the empty prompt, plus the gap).")
 
 
 def _parse_scores(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:

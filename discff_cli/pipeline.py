@@ -18,15 +18,18 @@ from typing import Any, Iterator, Sequence
 
 from discff_cli.clip_resolve import load_clip_cli
 from discff_cli.errors import DiscffError
-from discff_cli.fusion import DEFAULT_FUSION, DEFAULT_WEIGHT, final_order, fuse
+from discff_cli.rerank import Fusion, Reranked, Reranker
+
+__all__ = ["Fusion", "RayOptions", "Reranked", "Reranker", "SearchResult", "Searcher", "query_documents",
+           "run_search", "search_document", "warn_depth"]
 
 
-@dataclass(frozen=True)
-class Fusion:
-    """How the final order combines CLIP and the rerank score (fusion.py)."""
+@dataclass
+class SearchResult:
+    """One finished query: its JSON-ready rows and what it measured (timings, U-Net passes spent)."""
 
-    method: str = DEFAULT_FUSION
-    weight: float = DEFAULT_WEIGHT
+    rows: list[dict]
+    stats: dict[str, Any]
 
 
 def run_search(query: str, index_dir: str, top: int | None, rerank: int | None, clip_spec: str | None,
@@ -34,15 +37,14 @@ def run_search(query: str, index_dir: str, top: int | None, rerank: int | None, 
                fusion: Fusion = Fusion()) -> tuple[list[dict], dict]:
     """Shortlist with the index's CLIP, then (optionally) rerank; returns JSON-ready rows and their provenance."""
     searcher = Searcher(index_dir, clip_spec, model, deltas, config, fusion)
-    rows = searcher.search(query, top, rerank, progress)
-    return rows, {**searcher.provenance(rerank), **({"stats": searcher.last_stats} if rerank else {})}
+    doc = search_document(searcher, query, top, rerank, progress)
+    return doc.pop("results"), {k: v for k, v in doc.items() if k != "query"}
 
 
 def search_document(searcher: "Searcher", query: str, top: int | None, rerank: int | None, progress: bool = False,
                     score: str | None = None) -> dict:
     """The `discff search --json` document of one query, from a Searcher that may serve many queries."""
-    results = searcher.search(query, top, rerank, progress, score)
-    return searcher.document(query, results, rerank, score)
+    return searcher.document(query, searcher.search(query, top, rerank, progress, score), rerank, score)
 
 
 def query_documents(searcher: "Searcher", queries: Sequence, top: int | None, rerank: int | None,
@@ -75,10 +77,10 @@ def _ray_documents(searcher: "Searcher", jobs: list[tuple], ray: RayOptions) -> 
     with RerankPool(spec, ray.address, ray.workers, jobs=sum(1 for job in jobs if job[2])) as pool:
         planned = [searcher.shortlisted(text, k, n, score) for text, k, n, score in jobs]  # while actors load
         fingerprint = pool.ready()
-        outcomes = pool.rerank([(p.query, p.head, p.family) for p in planned if p.rerank])
+        outcomes = pool.rerank([(p.query, p.head, (p.family,)) for p in planned if p.rerank])
         for p, (text, k, n, score) in zip(planned, jobs):
-            results = searcher.finish(p, next(outcomes) if p.rerank else None)
-            yield searcher.document(text, results, n, score, fingerprint)
+            yield searcher.document(text, searcher.finish(p, next(outcomes) if p.rerank else None), n, score,
+                                    fingerprint)
 
 
 @dataclass
@@ -95,72 +97,6 @@ class Shortlisted:
     @property
     def head(self) -> list:
         return self.hits[:self.rerank]
-
-
-@dataclass
-class Reranked:
-    """One query's reranked head; picklable, so a Ray actor returns exactly what a local rerank does."""
-
-    hits: list                # the readable head in the final (fused) order, then the unreadable in CLIP order
-    scores: dict[int, float]  # index row -> rerank score
-    unreadable: list          # hits whose file can no longer be decoded (not reranked)
-    unet_passes: int
-    empty_prompt_passes: int
-    seconds: float
-    fused: dict[int, float] = field(default_factory=dict)  # index row -> the fused score that decided the order
-    fusion: Fusion = Fusion()  # the fusion that produced `fused`
-
-
-class Reranker:
-    """The rerank stage alone: "rerank this head for this query" with one loaded scorer.
-
-    The Searcher holds one for local searches and every Ray actor holds its own, so both compute the
-    same thing: readable check, stored latents (`--latents` indexes), one set of U-Net passes, mean
-    over conditions, fusion with CLIP.
-    """
-
-    def __init__(self, scorer, index_dir: str, fusion: Fusion) -> None:
-        self.scorer, self.index_dir, self.fusion = scorer, index_dir, fusion
-
-    def rerank(self, query: str, head: list, family: str, progress: bool = False,
-               fusion: Fusion | None = None) -> Reranked:
-        """`fusion` overrides this reranker's fusion for one query (the page lets a user pick it)."""
-        start = time.perf_counter()
-        fusion = fusion or self.fusion
-        readable, unreadable = split_readable(head)
-        passes, empty = self.scorer.unet_passes, self.scorer.empty_passes
-        values = self.readings(query, readable, (family,), progress).score(family)
-        values = values.mean(dim=1).double().numpy()
-        clip = [h.clip_score for h in readable]
-        order = final_order(clip, values, fusion.method, fusion.weight)
-        fused = fuse(clip, values, fusion.method, fusion.weight) if readable else []
-        return Reranked(hits=[readable[i] for i in order] + unreadable,
-                        scores={h.row: float(v) for h, v in zip(readable, values)}, unreadable=unreadable,
-                        unet_passes=self.scorer.unet_passes - passes, empty_prompt_passes=self.scorer.empty_passes - empty,
-                        seconds=round(time.perf_counter() - start, 4),
-                        fused={h.row: float(v) for h, v in zip(readable, fused)}, fusion=fusion)
-
-    def readings(self, query: str, hits: Sequence, families: Sequence[str], progress: bool = False):
-        """Readings of (hit, query) for every hit, from one set of U-Net passes (engine/scores.py)."""
-        from discff_cli.engine.latent_store import seed_from_store
-
-        paths = [h.path for h in hits]
-        seed_from_store(self.scorer, self.index_dir, paths)  # with --latents: no VAE, no empty-prompt passes
-        return self.scorer.read_pairs(paths, [query] * len(paths), families, progress=progress)
-
-
-def split_readable(hits: list) -> tuple[list, list]:
-    """Hits whose file can still be decoded, and the others (vanished or changed into garbage since indexing)."""
-    from index.imageio import ImageDecodeError, open_rgb
-
-    good, bad = [], []
-    for hit in hits:
-        try:
-            open_rgb(hit.path)
-            good.append(hit)
-        except (ImageDecodeError, OSError):
-            bad.append(hit)
-    return good, bad
 
 
 def warn_depth(rerank: int | None, count: int) -> None:
@@ -195,7 +131,6 @@ class Searcher:
         self.model = model or self.index.manifest.get("model")
         self._scorer = None
         self._reranker: Reranker | None = None
-        self.last_stats: dict[str, Any] = {}  # timings and U-Net passes of the last search
         self._row_by_rel: dict[str, int] | None = None
 
     def rerank_model(self) -> str:
@@ -242,15 +177,16 @@ class Searcher:
         return search_text(self.index, self.clip, query, k)
 
     def search(self, query: str, top: int | None, rerank: int | None, progress: bool = False,
-               score: str | None = None, fusion: Fusion | None = None) -> list[dict]:
+               score: str | None = None, fusion: Fusion | None = None) -> SearchResult:
         """The top rows for `query`: CLIP order, or the fused order of the reranked head
-        (`score` and `fusion` override the configured score family and fusion for this query)."""
+        (`score` and `fusion` override the configured score family and fusion for this query),
+        with what it measured."""
         planned = self.shortlisted(query, top, rerank, score)
         outcome = None
         if planned.rerank:
             start = time.perf_counter()
-            outcome = self.reranker().rerank(query, planned.head, planned.family, progress, fusion)
-            outcome.seconds = round(time.perf_counter() - start, 4)  # model load included (the service relies on it)
+            outcome = self.reranker().rerank(query, planned.head, (planned.family,), progress, fusion=fusion)
+            outcome.stats["seconds"] = round(time.perf_counter() - start, 4)  # model load included (the service relies on it)
         return self.finish(planned, outcome)
 
     def shortlisted(self, query: str, top: int | None, rerank: int | None, score: str | None = None) -> Shortlisted:
@@ -262,42 +198,31 @@ class Searcher:
         return Shortlisted(query, k, rerank or 0, score or self.config.score, hits,
                            round(time.perf_counter() - start, 4))
 
-    def finish(self, planned: Shortlisted, outcome: Reranked | None) -> list[dict]:
-        """The result rows of a shortlist and its rerank (None: CLIP order); sets `last_stats`."""
-        self.last_stats = {"shortlist_s": planned.shortlist_s, "rerank_s": 0.0, "unet_passes": 0}
+    def finish(self, planned: Shortlisted, outcome: Reranked | None) -> SearchResult:
+        """The result rows of a shortlist and its rerank (None: CLIP order), and their stats."""
+        stats: dict[str, Any] = {"shortlist_s": planned.shortlist_s, "rerank_s": 0.0, "unet_passes": 0}
         clip_rank = {h.row: h.rank for h in planned.hits}
         hits, scores, fused = planned.hits, {}, {}
         if outcome is not None:
             warn_unreadable(outcome.unreadable)
             hits, scores, fused = outcome.hits + planned.hits[planned.rerank:], outcome.scores, outcome.fused
-            self.last_stats.update(rerank_s=outcome.seconds, unet_passes=outcome.unet_passes,
-                                   empty_prompt_passes=outcome.empty_prompt_passes,
-                                   skipped=[h.rel for h in outcome.unreadable])
-        return [{"rank": rank, "path": _display(hit.path), "clip_score": round(hit.clip_score, 6),
+            rerank_stats = {k: v for k, v in outcome.stats.items() if k != "seconds"}
+            stats.update(rerank_s=outcome.stats["seconds"], **rerank_stats, skipped=[h.rel for h in outcome.unreadable])
+        rows = [{"rank": rank, "path": _display(hit.path), "clip_score": round(hit.clip_score, 6),
                  "clip_rank": clip_rank[hit.row], "rerank_score": scores.get(hit.row),
                  "fused_score": fused.get(hit.row), "id": hit.row}
                 for rank, hit in enumerate(hits[:planned.top], start=1)]
+        return SearchResult(rows, stats)
 
-    def document(self, query: str, results: list[dict], rerank: int | None, score: str | None = None,
+    def document(self, query: str, result: SearchResult, rerank: int | None, score: str | None = None,
                  fingerprint: str | None = None) -> dict:
         """The --json document of one finished query (`fingerprint`: the model's, when it was loaded elsewhere)."""
         doc = {"query": query, **self.provenance(rerank, fingerprint)}
         if rerank:
             if score:  # this query's own score family, everywhere the document names one
                 doc.update(score=score, engine={**doc["engine"], "score": score})
-            doc["stats"] = self.last_stats
-        return {**doc, "results": results}
-
-    def rerank_readings(self, query: str, hits: Sequence, families: Sequence[str], progress: bool = False):
-        """Readings of (hit, query) for every hit, from one set of U-Net passes (engine/scores.py)."""
-        return self.reranker().readings(query, hits, families, progress)
-
-    def readable(self, hits: list) -> tuple[list, list]:
-        """Hits whose file can still be decoded, and the others (vanished or changed into garbage since
-        indexing): those keep their CLIP order after the reranked ones, with one warning line."""
-        good, bad = split_readable(hits)
-        warn_unreadable(bad)
-        return good, bad
+            doc["stats"] = result.stats
+        return {**doc, "results": result.rows}
 
     def provenance(self, rerank: int | None, fingerprint: str | None = None) -> dict[str, Any]:
         """What produced the results, for --json: index, CLIP, and (when reranking) model, deltas, score, engine."""

@@ -3,7 +3,7 @@
 Why this split: the shortlist costs milliseconds per query and needs the index, so the driver
 keeps it; the rerank costs U-Net passes, so it is what spreads. Every actor loads the diffusion
 scorer once (one GPU each when the cluster has GPUs, else a share of the CPUs) and runs the
-pipeline's own `Reranker` (discff_cli/pipeline.py), so its results are the ones a local search
+same `Reranker` as a local search (discff_cli/rerank.py), so its results are the ones a local search
 computes. Ray core actors with `ray.util.ActorPool` do the scheduling: a free actor takes the next
 head, and results come back in the order the heads were submitted (the file's order).
 
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 from discff_cli.errors import DiscffError
-from discff_cli.pipeline import Fusion, Reranked
+from discff_cli.rerank import Fusion, Reranked
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class RerankActor:
         import torch
 
         from discff_cli.engine.scorer import load_scorer
-        from discff_cli.pipeline import Reranker
+        from discff_cli.rerank import Reranker
 
         if self.threads:
             torch.set_num_threads(self.threads)
@@ -52,9 +52,9 @@ class RerankActor:
         self.reranker = Reranker(load_scorer(spec.model, spec.config, spec.deltas), spec.index_dir, spec.fusion)
         return self.reranker.scorer.parts.fingerprint
 
-    def rerank(self, job: tuple[str, list, str]) -> Reranked:
-        query, head, family = job
-        return self.reranker.rerank(query, head, family)
+    def rerank(self, job: tuple[str, list, tuple[str, ...]]) -> Reranked:
+        query, head, families = job
+        return self.reranker.rerank(query, head, families)
 
 
 class RerankPool:
@@ -116,8 +116,8 @@ class RerankPool:
             fingerprints = ray.get([actor.load.remote() for actor in self.actors])
         return fingerprints[0]
 
-    def rerank(self, jobs: Sequence[tuple[str, list, str]]) -> Iterator[Reranked]:
-        """Each (query, head, family)'s Reranked, in the order of `jobs`, as soon as it and those before it are done."""
+    def rerank(self, jobs: Sequence[tuple[str, list, tuple[str, ...]]]) -> Iterator[Reranked]:
+        """Each (query, head, families)'s Reranked, in the order of `jobs`, as soon as it and those before it are done."""
         from ray.util import ActorPool
 
         results = ActorPool(self.actors).map(lambda actor, job: actor.rerank.remote(job), list(jobs))

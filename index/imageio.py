@@ -74,13 +74,13 @@ def image_bytes(path: str | Path) -> bytes:
 
 
 def open_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, resize_to: int | None = None,
-             dct: bool = True) -> Image.Image:
+             dct: bool = True, crop_resample: bool = False) -> Image.Image:
     """Decode `path` to an upright 8-bit RGB image (first frame of animations); see `decode`."""
-    return decode(path, max_pixels, resize_to, dct).image
+    return decode(path, max_pixels, resize_to, dct, crop_resample).image
 
 
 def decode(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS, resize_to: int | None = None,
-           dct: bool = True) -> Decoded:
+           dct: bool = True, crop_resample: bool = False) -> Decoded:
     """Decode a file, a shard member or bytes already read; every failure is an ImageDecodeError.
 
     Only a regular file is opened (a FIFO or a device would block or never end); a name spelled
@@ -88,14 +88,18 @@ def decode(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS, res
     `resize_to` (the short side the caller resizes to next) and `dct`, a JPEG is decoded at the
     smallest 1/2, 1/4 or 1/8 DCT scale that keeps that short side: the resize that follows sees the
     same picture, and decoding a 12 MP photo for a 224 px model costs a fraction of a full decode.
+    `crop_resample`: the caller resamples the centre crop straight to its output size
+    (engine/preprocess.resize_center_crop), so an extreme aspect ratio makes no giant intermediate
+    and is not refused for it.
     """
+    check = resize_to if not crop_resample else None
     try:
         if isinstance(source, (bytes, bytearray)):
-            return _decode_file(io.BytesIO(source), max_pixels, resize_to, dct)
+            return _decode_file(io.BytesIO(source), max_pixels, resize_to, dct, check)
         data = read_member(source)
         if data is not None:
-            return _decode_file(io.BytesIO(data), max_pixels, resize_to, dct)
-        return _decode_file(_checked_path(source), max_pixels, resize_to, dct)
+            return _decode_file(io.BytesIO(data), max_pixels, resize_to, dct, check)
+        return _decode_file(_checked_path(source), max_pixels, resize_to, dct, check)
     except ImageDecodeError:
         raise
     except FileNotFoundError:
@@ -124,11 +128,11 @@ def _checked_path(path: str | Path) -> Path:
     return path
 
 
-def _decode_file(file, max_pixels: int, resize_to: int | None, dct: bool) -> Decoded:
+def _decode_file(file, max_pixels: int, resize_to: int | None, dct: bool, check_resize: int | None) -> Decoded:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         with Image.open(file) as img:
-            check_size(img.width, img.height, max_pixels, resize_to)
+            check_size(img.width, img.height, max_pixels, check_resize)
             width, height = img.size
             if img.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8):
                 width, height = height, width

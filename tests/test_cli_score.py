@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from discff_cli.engine.config import DEFAULT_SCORE
+
 import json
 import subprocess
 import sys
@@ -35,7 +37,7 @@ def test_json_lists_every_caption_once_ranked_best_first(tiny_sd_dir, sample_ima
     assert sorted(texts) == sorted(["a red circle", "a blue square", "a green triangle left of a red circle"])
     scores = [r["score"] for r in doc["results"]]
     assert scores == sorted(scores, reverse=True) and [r["rank"] for r in doc["results"]] == [1, 2, 3]
-    assert doc["score"] == "denoise" and doc["engine"]["score"] == "denoise" and doc["deltas"] is None
+    assert doc["score"] == DEFAULT_SCORE and doc["engine"]["score"] == DEFAULT_SCORE and doc["deltas"] is None
 
 
 def test_every_score_family_ranks_the_captions_and_json_says_which(tiny_sd_dir, sample_image, captions):

@@ -56,14 +56,14 @@ def test_prune_uses_fewer_passes_and_keeps_the_clear_winner(demo_parts, score):
     others = [i for i in range(len(texts)) if i != top]
     assert bool((per_condition[top] > per_condition[others]).all())  # hand-made: it wins under every condition
     pruned = _scorer(demo_parts, prune=True, score=score)
-    scores = pruned.score_texts(image, texts)
-    assert int(np.argmax(scores)) == top
-    text_passes = pruned.unet_passes - pruned.empty_passes
-    assert text_passes < 0.6 * len(texts) * len(full.conditions)
-    assert pruned.last_prune.passes == text_passes
-    assert pruned.empty_passes <= len(full.conditions)  # one image: at most one empty-prompt pass per condition
-    again = _scorer(demo_parts, prune=True, score=score)
-    assert np.array_equal(again.score_texts(image, texts), scores) and again.unet_passes == pruned.unet_passes
+    ranking = pruned.rank([image] * len(texts), texts)
+    assert int(np.argmax(ranking.values)) == top
+    text_passes = ranking.unet_passes - ranking.empty_prompt_passes
+    assert text_passes < 0.7 * len(texts) * len(full.conditions) == 0.7 * ranking.full_passes
+    assert ranking.prune[score].passes == text_passes
+    assert ranking.empty_prompt_passes <= len(full.conditions)  # one image: at most one empty-prompt pass per condition
+    again = _scorer(demo_parts, prune=True, score=score).rank([image] * len(texts), texts)
+    assert np.array_equal(again.values, ranking.values) and again.unet_passes == ranking.unet_passes
 
 
 @pytest.mark.parametrize("score", SCORES)
@@ -72,8 +72,8 @@ def test_pruned_survivor_scores_equal_full_scores_on_the_grid_they_saw(tiny_part
 
     images = [Image.new("RGB", (64, 64), (200, 30, 30)), Image.new("RGB", (64, 64), (30, 30, 200))]
     pruned = _scorer(tiny_parts, prune=True, score=score)
-    scores = pruned.score_images(images, "x")
-    rounds = pruned.last_prune.rounds
+    ranking = pruned.rank(images, ["x", "x"])
+    scores, rounds = ranking.values, ranking.prune[score].rounds
     seen = ordered_conditions(pruned.conditions)[:rounds[-1][1]]
     full = _scorer(tiny_parts, prune=False, score=score)
     latents = full.encode_images(images)

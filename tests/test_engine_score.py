@@ -37,9 +37,8 @@ def test_pooled_score_equals_brute_force_eq4_from_full_logits(tiny_parts, sample
     attn = tiny_parts.unet.get_submodule(layer)
     captured = {}
 
-    def grab(module, args, kwargs):  # the text-conditioned pass comes first; the empty prompt's is not pooled
-        if not captured:
-            captured["x"], captured["c"] = args[0].detach().clone(), kwargs["encoder_hidden_states"].detach().clone()
+    def grab(module, args, kwargs):  # the sink holds the last pass: discffusion's is the empty prompt's, pooled too
+        captured["x"], captured["c"] = args[0].detach().clone(), kwargs["encoder_hidden_states"].detach().clone()
 
     handle = attn.register_forward_pre_hook(grab, with_kwargs=True)
     latents = scorer.encode_images([sample_image])
@@ -65,8 +64,8 @@ def test_a_pair_scores_the_same_alone_and_inside_a_batch_of_eight_others(tiny_pa
     from PIL import Image
 
     others = [Image.fromarray(np.full((64, 64, 3), 30 * i, dtype=np.uint8)) for i in range(8)]
-    alone = make_scorer(tiny_parts, batch_size=1, score=score).score_pairs([sample_image], [CAPTIONS[0]])
-    batched = make_scorer(tiny_parts, batch_size=18, score=score).score_pairs([sample_image, *others], CAPTIONS)
+    alone = make_scorer(tiny_parts, batch_size=1, score=score).rank([sample_image], [CAPTIONS[0]]).values
+    batched = make_scorer(tiny_parts, batch_size=18, score=score).rank([sample_image, *others], CAPTIONS).values
     assert abs(alone[0] - batched[0]) < 1e-5
 
 
@@ -75,7 +74,7 @@ def _fed_noise(scorer: Scorer, images, texts):
     fed = []
     hook = scorer.parts.unet.register_forward_pre_hook(
         lambda m, args, kwargs: fed.append((args[0].clone(), args[1].clone())), with_kwargs=True)
-    scorer.score_pairs(images, texts)
+    scorer.rank(images, texts)
     hook.remove()
     latents = scorer.encode_images(images)
     alphas = scorer.parts.scheduler.alphas_cumprod
@@ -108,9 +107,9 @@ def test_every_candidate_gets_the_same_seeded_noise(tiny_parts, sample_image, sc
 
 
 def test_same_seed_gives_identical_scores_and_another_seed_different_ones(tiny_parts, sample_image):
-    first = make_scorer(tiny_parts, seed=7).score_texts(sample_image, CAPTIONS[:3])
-    second = make_scorer(tiny_parts, seed=7).score_texts(sample_image, CAPTIONS[:3])
-    third = make_scorer(tiny_parts, seed=8).score_texts(sample_image, CAPTIONS[:3])
+    first = make_scorer(tiny_parts, seed=7).rank([sample_image] * 3, CAPTIONS[:3]).values
+    second = make_scorer(tiny_parts, seed=7).rank([sample_image] * 3, CAPTIONS[:3]).values
+    third = make_scorer(tiny_parts, seed=8).rank([sample_image] * 3, CAPTIONS[:3]).values
     assert np.array_equal(first, second)
     assert not np.allclose(first, third, rtol=0, atol=1e-7)
 
@@ -120,8 +119,8 @@ def test_layer_selection_averages_only_the_chosen_layers(tiny_parts, sample_imag
     assert mid.selected == ["mid_block.attentions.0.transformer_blocks.0.attn2"]
     assert make_scorer(tiny_parts, layers="last-3").selected == make_scorer(tiny_parts).layer_names[-3:]
     assert make_scorer(tiny_parts, layers="down").selected == make_scorer(tiny_parts).layer_names[:6]
-    assert not np.allclose(mid.score_texts(sample_image, CAPTIONS[:2]),
-                           make_scorer(tiny_parts, score="attention").score_texts(sample_image, CAPTIONS[:2]))
+    assert not np.allclose(mid.rank([sample_image] * 2, CAPTIONS[:2]).values,
+                           make_scorer(tiny_parts, score="attention").rank([sample_image] * 2, CAPTIONS[:2]).values)
 
 
 def test_ref_layers_are_the_last_cross_attention_block_of_down_mid_and_up_as_in_the_authors_code(tiny_parts):

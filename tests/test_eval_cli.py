@@ -27,7 +27,7 @@ def both_systems(world_eval_all, tiny_clip_dir, tiny_sd_dir):
     return json.loads(result.stdout)
 
 
-SCORES = ("attention", "denoise", "discffusion")
+from discff_cli.engine.config import SCORES  # noqa: E402 - every family is a column by default
 
 
 def test_json_reports_clip_and_every_score_per_tag_with_intervals(both_systems):
@@ -37,7 +37,7 @@ def test_json_reports_clip_and_every_score_per_tag_with_intervals(both_systems):
     assert set(doc["systems"]) == {"clip", *SCORES}
     for score in SCORES:
         assert doc["systems"][score]["score"] == score and doc["systems"][score]["config"]["steps"] == 1
-    # one set of passes for all three columns: every pair once, plus one empty-prompt pass per image
+    # one set of passes for every column: every pair once, plus one empty-prompt pass per image
     passes = doc["systems"]["denoise"]
     images = passes["empty_prompt_passes"]
     assert passes["unet_passes"] == doc["pairs"] + images and 0 < images < doc["pairs"]
@@ -49,7 +49,7 @@ def test_json_reports_clip_and_every_score_per_tag_with_intervals(both_systems):
     assert rows[("single_object", "R@5")]["n"] == 6
     assert rows[("all", "accuracy")]["n"] == 24
     for row in doc["rows"]:  # every score against the first, item by item
-        assert [c["systems"] for c in row["paired"]] == [["attention", "denoise"], ["attention", "discffusion"]]
+        assert [c["systems"] for c in row["paired"]] == [[SCORES[0], s] for s in SCORES[1:]]
         for system in ("clip", *SCORES):
             fig = row[system]
             lo, hi = fig["ci95"]

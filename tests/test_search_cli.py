@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from discff_cli.engine.config import DEFAULT_SCORE
+
 import json
 
 import numpy as np
@@ -73,7 +75,7 @@ def test_rerank_reorders_the_shortlist_by_engine_scores(built_index, tiny_sd_dir
     paths = [r["path"] for r in shortlist]
     scorer = load_scorer(str(tiny_sd_dir), EngineConfig(steps=2, levels=(0.5,), seed=3, device="cpu",
                                                         score="discffusion"))
-    direct = scorer.score_images(paths, query)
+    direct = scorer.rank(paths, [query] * len(paths)).values
     assert np.ptp(direct) > 0  # distinct scores, so the order below is the engine's, not a tie-break
     expected = [paths[i] for i in np.argsort(-direct, kind="stable")]
     assert [r["path"] for r in results] == expected
@@ -87,7 +89,7 @@ def test_default_search_fuses_the_rerank_score_with_clip(built_index):
 
     engine = ["--steps", "2", "--levels", "0.5", "--device", "cpu"]
     doc = search_json(built_index, "a red square", "--rerank", "6", *engine)
-    assert doc["score"] == "denoise" and doc["fusion"] == {"method": "zsum", "weight": 0.5}
+    assert doc["score"] == DEFAULT_SCORE and doc["fusion"] == {"method": "zsum", "weight": 0.5}
     by_clip = sorted(doc["results"], key=lambda r: r["clip_rank"])
     order = final_order([r["clip_score"] for r in by_clip], [r["rerank_score"] for r in by_clip], "zsum", 0.5)
     assert [r["path"] for r in doc["results"]] == [by_clip[i]["path"] for i in order]

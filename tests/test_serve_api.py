@@ -3,6 +3,8 @@ one-sentence JSON errors, token auth, a bounded queue and a time limit, and no h
 
 from __future__ import annotations
 
+from discff_cli.engine.config import DEFAULT_SCORE
+
 import json
 import sys
 import threading
@@ -58,7 +60,7 @@ def test_reranked_search_equals_discff_search_json(client, served_index):
     assert all(r["rerank_score"] is not None for r in doc["results"][:3])
     assert sorted(r["clip_rank"] for r in doc["results"][:3]) == [1, 2, 3]  # the reranked head is CLIP's top 3
     # 3 candidates x 1 step x 1 level, plus the empty prompt once per candidate image (denoise)
-    assert doc["unet_passes"] == 6 and doc["model"] == "demo" and doc["score"] == "denoise"
+    assert doc["unet_passes"] == 6 and doc["model"] == "demo" and doc["score"] == DEFAULT_SCORE
     assert doc["timings_ms"]["rerank"] > 0
 
 
@@ -130,7 +132,7 @@ def test_score_is_forwarded_to_the_pipeline(client):
     response = client.get("/search", params={"q": QUERY, "rerank": 2, "score": "attention"})
     assert response.status_code == 200 and response.json()["score"] == "attention"
     default = client.get("/search", params={"q": QUERY, "rerank": 2}).json()
-    assert default["score"] == "denoise"
+    assert default["score"] == DEFAULT_SCORE
     assert [r["rerank_score"] for r in default["results"][:2]] != [r["rerank_score"] for r in
                                                                  response.json()["results"][:2]]
 
@@ -223,7 +225,7 @@ def test_the_service_keeps_serving_after_a_failed_rerank(client, monkeypatch):
 
     from fastapi.testclient import TestClient
 
-    monkeypatch.setattr(Reranker, "readings", broken)
+    monkeypatch.setattr(Reranker, "_seed_store", broken)
     as_a_client_sees_it = TestClient(client.app, raise_server_exceptions=False)
     assert_one_sentence(as_a_client_sees_it.get("/search", params={"q": QUERY, "rerank": 3}), 500)
     assert client.get("/search", params={"q": QUERY, "top": 3}).status_code == 200

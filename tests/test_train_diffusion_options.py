@@ -50,7 +50,7 @@ def test_tiny_run_saves_a_model_the_engine_loads_and_scores_with(tiny_run, one_t
     assert parts.unet.config.cross_attention_dim == parts.text_encoder.config.hidden_size == 64
     assert parts.tokenizer.model_max_length == parts.text_encoder.config.max_position_embeddings == 16
     ex = make_split("test", 2)
-    scores = Scorer(parts, EngineConfig(steps=2, levels=(0.5,))).score_texts(ex[0].image, [ex[0].caption, ex[1].caption])
+    scores = Scorer(parts, EngineConfig(steps=2, levels=(0.5,))).rank([ex[0].image] * 2, [ex[0].caption, ex[1].caption]).values
     assert scores.shape == (2,) and bool(torch.isfinite(torch.as_tensor(scores)).all())
 
 

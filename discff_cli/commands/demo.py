@@ -98,7 +98,7 @@ def run_demo(root: Path, images: int, per_kind: int, rerank: int, fusion: str, w
     example = next(q.text for q in chosen if q.kind == "two-object")
     return {"gallery": len(gallery), "index": index_dir, "rerank": rerank, "score": config.score,
             "fusion": {"method": fusion, "weight": weight}, "engine": config.to_dict(),
-            "unet_passes": searcher.scorer().unet_passes, "rows": rows,
+            "prune": config.prune, "unet_passes": sum(r.unet_passes for r in records), "rows": rows,
             "verdict": ge.verdict(rows, config.score), "fusion_sweep": ge.fusion_sweep(records),
             "try": f'discff search "{example}" --index {index_dir} --rerank {rerank}'}
 
@@ -109,7 +109,9 @@ def render_report(report: dict) -> None:
     for title, columns, rows in report_tables(report):
         print_table(title, columns, rows, ["left", "left"] + ["right"] * (len(columns) - 2))
     click.echo(report["verdict"])
-    click.echo(f"({report['unet_passes']} U-Net passes; every score read from the same passes)")
+    how = "each score pruned by successive halving over one memo of passes" if report["prune"] \
+        else "every score read from the same passes"
+    click.echo(f"({report['unet_passes']} U-Net passes; {how})")
     click.echo(f"\nSearch this index yourself:\n  {report['try']}")
 
 

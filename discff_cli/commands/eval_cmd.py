@@ -62,14 +62,14 @@ def _score_families(scorer, model: str, config, scores: tuple[str, ...], deltas:
                     items, progress: bool, outcomes: dict, systems: dict) -> None:
     from discff_cli import evaluation as ev
 
-    passes, empty, start = scorer.unet_passes, scorer.empty_passes, time.perf_counter()
-    readings = ev.diffusion_readings(scorer, table, scores, progress=progress)
+    start = time.perf_counter()
+    per_family, cost = ev.diffusion_outcomes(scorer, items, table, scores, progress=progress)
     info = {"model": model, "fingerprint": scorer.parts.fingerprint, "deltas": deltas, "config": config.to_dict(),
-            "unet_passes": scorer.unet_passes - passes, "empty_prompt_passes": scorer.empty_passes - empty,
+            "unet_passes": cost["unet_passes"], "empty_prompt_passes": cost["empty_prompt_passes"],
+            "full_grid_passes": cost["full_grid_passes"], "prune": config.prune,
             "passes_shared_by": [s + suffix for s in scores], "seconds": round(time.perf_counter() - start, 2)}
     for family in scores:
-        values = readings.score(family).mean(dim=1).double().numpy()
-        outcomes[family + suffix] = ev.outcomes_for(items, table, values)
+        outcomes[family + suffix] = per_family[family]
         systems[family + suffix] = {**info, "score": family}
 
 

@@ -25,7 +25,7 @@ def check_image(path: str) -> tuple[int, int]:
     from index.imageio import ImageDecodeError, open_rgb
 
     try:
-        return open_rgb(path, resize_to=512).size  # also refuses aspect ratios whose resize would exhaust memory
+        return open_rgb(path).size  # the model input is made without a giant intermediate (engine/preprocess.py)
     except ImageDecodeError as exc:
         raise DiscffError(f"Cannot read image '{path}': {exc}.") from None
 
@@ -41,21 +41,22 @@ def score(image: str, captions_txt: str, model: str, deltas: str | None, as_json
     captions = read_captions(captions_txt)
     size = check_image(image)
     config = pop_engine_config(engine)
-    from discff_cli.engine.scorer import load_scorer
+    from discff_cli.api import load_scorer
     from discff_cli.engine.deltas import model_for_deltas
 
     source = click.get_current_context().get_parameter_source("model")
     model = model_for_deltas(model, deltas, given=source is not click.core.ParameterSource.DEFAULT)
 
     warn_if_demo_on_photos(model, [size])
-    scorer = load_scorer(model, config, deltas)
-    scores = scorer.score_texts(image, captions, progress=not as_json)
-    ranked = sorted(zip(captions, scores.tolist()), key=lambda pair: -pair[1])
+    scorer = load_scorer(model, deltas, config)
+    ranking = scorer.rank([image] * len(captions), captions, progress=not as_json)
+    if ranking.unreadable:
+        raise DiscffError(f"Cannot read image '{image}': {next(iter(ranking.unreadable.values()))}.")
+    ranked = sorted(zip(captions, ranking.scores[config.score].tolist()), key=lambda pair: -pair[1])
     results = [{"rank": i + 1, "text": text, "score": value} for i, (text, value) in enumerate(ranked)]
     if as_json:
         print_json({"image": image, "model": model, "model_fingerprint": scorer.parts.fingerprint, "deltas": deltas,
-                    "score": config.score, "engine": config.to_dict(), "unet_passes": scorer.unet_passes,
-                    "results": results})
+                    "score": config.score, "engine": config.to_dict(), **ranking.stats(), "results": results})
     else:
         rows = [(r["rank"], format_score(r["score"]), r["text"]) for r in results]
         print_table(f"{image} — {config.score} score of {model}", ["rank", "score", "caption"], rows,

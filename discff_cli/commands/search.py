@@ -11,7 +11,8 @@ from discff_cli.commands.index_cmd import index_option
 from discff_cli.errors import DiscffError
 from discff_cli.options import (deltas_option, engine_options, fusion_options, json_option, pop_engine_config,
                                 ray_option)
-from discff_cli.pipeline import Fusion, RayOptions, Searcher, query_documents, run_search
+from discff_cli.api import open_index
+from discff_cli.pipeline import Fusion, RayOptions, query_documents, run_search
 from discff_cli.query_file import read_queries
 from discff_cli.render import format_score, print_json, print_json_line, print_table, stderr_console
 
@@ -72,7 +73,7 @@ def run(query: str | None, queries_file: str | None, index_dir: str, top: int | 
     if queries_file is not None:
         ray = None if ray_address is None else RayOptions(ray_address, workers)
         with library_errors():
-            searcher = Searcher(index_dir, clip, model, deltas, config, fusion)
+            searcher = open_index(index_dir, model, clip, deltas, fusion, config)
             docs = query_documents(searcher, queries, top, rerank, progress=not as_json and ray is None, ray=ray)
             for doc in counted(docs, len(queries), enabled=ray is not None and not as_json):
                 if as_json:

@@ -44,6 +44,9 @@ def tune(pairs_jsonl: str, model: str, out: str, resume: bool, as_json: bool, **
     """
     from training.tune import TuneConfig
 
+    if options["prune"]:
+        raise DiscffError("--prune ranks one query's candidates and tuning compares each positive pair with one "
+                          "negative on the full grid, so it does not apply to tune; use it with search or eval.")
     triplets_per_step = options.pop("batch_size") or DEFAULT_TRIPLETS_PER_STEP
     tune_keys = ("epochs", "rank", "margin", "lr", "weight_decay", "val_fraction", "negatives_per_line",
                  "head_weighting")

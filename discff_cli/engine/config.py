@@ -6,8 +6,8 @@ from dataclasses import asdict, dataclass, field
 
 DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1-base"
 DEFAULT_LEVELS = (0.2, 0.4, 0.6, 0.8)
-SCORES = ("attention", "denoise", "discffusion")  # engine/scores.py defines each
-DEFAULT_SCORE = "denoise"  # chosen by measurement on the demo world: README, "Which score"
+SCORES = ("attention", "denoise", "diffusion_itm", "discffusion")  # engine/scores.py defines each
+DEFAULT_SCORE = "diffusion_itm"  # chosen by measurement on the demo world: README, "Which score"
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class EngineConfig:
     mask_padding: bool = False           # drop padding tokens from the LSE (an option to measure)
     timesteps: tuple[int, ...] | None = field(default=None)  # explicit grid; overrides steps
     prune: bool = False                  # successive halving for one query's candidates (engine/prune.py)
-    score: str = DEFAULT_SCORE           # attention | denoise | discffusion (engine/scores.py)
+    score: str = DEFAULT_SCORE           # attention | denoise | diffusion_itm | discffusion (engine/scores.py)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -3,10 +3,12 @@
 `latents.npy` (float16 [N, C, h, w], memory-mapped: a rerank reads only its candidates' rows),
 `empty.npy` (float32 [N, conditions]: each image's empty-prompt noise-prediction error e(x, ∅) on
 the build's grid and seed, computed from the stored float16 latent so it is exactly what a
-search would compute) and `latents.json` (the scorer's content keys, row by row, the model
-fingerprint and resolution, and the grid and seed of `empty.npy`). Keys are the scorer's own
-content hashes, so a renamed file still hits and a changed file misses. Written to temp files
-and renamed, like the index.
+search would compute), `empty_attention.npy` (float32 [N, conditions]: the attention term A(x, ∅)
+read on the same empty-prompt pass, which `discffusion` needs, for the build's layers, λ and
+padding mask) and `latents.json` (the content keys, row by row, the model fingerprint and
+resolution, and the grid, seed and attention settings of the empty-prompt readings). Keys are the
+content hashes the index records (index.scan.content_hash), so a renamed file still hits and a
+changed file misses. Written to temp files and renamed, like the index.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-ARRAY, META, EMPTY = "latents.npy", "latents.json", "empty.npy"
+ARRAY, META, EMPTY, EMPTY_ATTENTION = "latents.npy", "latents.json", "empty.npy", "empty_attention.npy"
 
 
 def _read_meta(index_dir: Path) -> dict[str, Any] | None:
@@ -59,8 +61,11 @@ def update_latent_store(index_dir: str | Path, scorer: Any, paths: Sequence[str 
     from discff_cli.engine.preprocess import image_key
 
     index_dir = Path(index_dir)
-    keys = list(dict.fromkeys(image_key(p) for p in paths))
-    key_of = dict(zip((image_key(p) for p in paths), paths))
+    path_keys = [image_key(p) for p in paths]  # one hash per file
+    keys = list(dict.fromkeys(path_keys))
+    key_of: dict[str, str | Path] = {}
+    for key, path in zip(path_keys, paths):
+        key_of.setdefault(key, path)
     meta = _read_meta(index_dir)
     old_rows = {k: i for i, k in enumerate(meta["keys"])} if _compatible(meta, scorer) else {}
     old = _load_array(index_dir, len(meta["keys"])) if old_rows else None
@@ -68,49 +73,62 @@ def update_latent_store(index_dir: str | Path, scorer: Any, paths: Sequence[str 
     fresh: dict[str, np.ndarray] = {}
     for start in range(0, len(todo), batch):
         chunk = todo[start:start + batch]
-        latents = scorer.encode_images([key_of[k] for k in chunk])
+        latents = scorer.encode_images([key_of[k] for k in chunk], keys=chunk)
         fresh.update({k: z.numpy().astype(np.float16) for k, z in zip(chunk, latents)})
         advance(len(chunk))
     rows = [old[old_rows[k]] if k in old_rows else fresh[k] for k in keys]
     shape = (len(keys), *scorer.latent_shape)
     array = np.stack(rows) if rows else np.zeros(shape, np.float16)
-    grid = [[c.timestep, c.level] for c in scorer.conditions]
-    empty = _empty_errors(index_dir, scorer, array, keys, meta, grid)
-    _atomic_save(index_dir, array, empty,
+    info = empty_info(scorer)
+    empty, attention = _empty_readings(index_dir, scorer, array, keys, meta, info)
+    _atomic_save(index_dir, array, empty, attention,
                  {"keys": keys, "fingerprint": scorer.parts.fingerprint, "model": scorer.parts.name,
-                  "resolution": scorer.parts.resolution, "empty": {"conditions": grid, "seed": scorer.config.seed}})
+                  "resolution": scorer.parts.resolution, "empty": info})
     return {"encoded": len(todo), "reused": len(keys) - len(todo), "dropped": len(set(old_rows) - set(keys))}
 
 
-def _empty_errors(index_dir: Path, scorer: Any, array: np.ndarray, keys: list[str], meta: dict[str, Any] | None,
-                  grid: list[list]) -> np.ndarray:
-    """e(x, ∅) per stored latent on the scorer's grid: reused where the last build made it on the same
-    grid and seed, else one empty-prompt pass per image and condition."""
+def empty_info(scorer: Any) -> dict[str, Any]:
+    """What the stored empty-prompt readings depend on: grid, seed, and the attention term's settings."""
+    config = scorer.config
+    return {"conditions": [[c.timestep, c.level] for c in scorer.conditions], "seed": config.seed,
+            "attention": {"layers": config.layers, "lse_lambda": config.lse_lambda,
+                          "mask_padding": config.mask_padding}}
+
+
+def _empty_readings(index_dir: Path, scorer: Any, array: np.ndarray, keys: list[str], meta: dict[str, Any] | None,
+                    info: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """e(x, ∅) and A(x, ∅) per stored latent on the scorer's grid: reused where the last build made
+    them with the same settings, else one empty-prompt pass per image and condition."""
     import torch
 
-    old = _stored_empty(index_dir, meta, scorer, grid)
-    out = np.zeros((len(keys), len(grid)), np.float32)
+    old = _stored_empty(index_dir, meta, scorer, info)
+    shape = (len(keys), len(info["conditions"]))
+    errors, attention = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
     todo = [i for i, k in enumerate(keys) if k not in old]
     for i, k in enumerate(keys):
         if k in old:
-            out[i] = old[k]
+            errors[i], attention[i] = old[k]
+    conditions = scorer.conditions
     for start in range(0, len(todo), 64):
         rows = todo[start:start + 64]
         latents = torch.from_numpy(np.asarray(array[rows], dtype=np.float32))
+        items = [(p, c) for p in range(len(rows)) for c in conditions]
         with torch.inference_mode():
-            out[rows] = scorer.empty_errors(latents, scorer.conditions).numpy()
-    return out
+            e, a = scorer.empty_readings(latents, items, attention=True)
+        errors[rows], attention[rows] = e.view(len(rows), -1).numpy(), a.view(len(rows), -1).numpy()
+    return errors, attention
 
 
-def _stored_empty(index_dir: Path, meta: dict[str, Any] | None, scorer: Any, grid: list[list]) -> dict[str, np.ndarray]:
-    """key -> stored empty-prompt errors, when the store has them for this model, grid and seed."""
-    if not _compatible(meta, scorer) or not (index_dir / EMPTY).is_file():
+def _stored_empty(index_dir: Path, meta: dict[str, Any] | None, scorer: Any,
+                  info: dict[str, Any]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """key -> stored (e(x, ∅), A(x, ∅)), when the store has both for this model and these settings."""
+    if not _compatible(meta, scorer) or meta.get("empty") != info:
         return {}
-    info = meta.get("empty") or {}
-    if info.get("conditions") != grid or info.get("seed") != scorer.config.seed:
+    rows = len(meta["keys"])
+    errors, attention = _load_empty(index_dir, rows), _load_rows(index_dir, EMPTY_ATTENTION, 2, rows)
+    if errors is None or attention is None:
         return {}
-    values = _load_empty(index_dir, len(meta["keys"]))
-    return {} if values is None else {k: np.asarray(values[i]) for i, k in enumerate(meta["keys"])}
+    return {k: (np.asarray(errors[i]), np.asarray(attention[i])) for i, k in enumerate(meta["keys"])}
 
 
 def _load_empty(index_dir: Path, rows: int) -> np.ndarray | None:
@@ -118,23 +136,26 @@ def _load_empty(index_dir: Path, rows: int) -> np.ndarray | None:
     return _load_rows(index_dir, EMPTY, 2, rows)
 
 
-def _atomic_save(index_dir: Path, array: np.ndarray, empty: np.ndarray, meta: dict[str, Any]) -> None:
+def _atomic_save(index_dir: Path, array: np.ndarray, empty: np.ndarray, attention: np.ndarray,
+                 meta: dict[str, Any]) -> None:
     """Unique temp names (a crashed or concurrent writer never collides), removed on any failure.
 
     The caller holds the index's writer lock (`index build --latents`)."""
     from index.store import atomic_path
 
     with atomic_path(index_dir / ARRAY) as tmp_array, atomic_path(index_dir / EMPTY) as tmp_empty, \
-            atomic_path(index_dir / META) as tmp_meta:
-        for tmp, values in ((tmp_array, array), (tmp_empty, empty)):
+            atomic_path(index_dir / EMPTY_ATTENTION) as tmp_attention, atomic_path(index_dir / META) as tmp_meta:
+        for tmp, values in ((tmp_array, array), (tmp_empty, empty), (tmp_attention, attention)):
             with open(tmp, "wb") as handle:
                 np.save(handle, values)
         tmp_meta.write_text(json.dumps(meta))
 
 
-def seed_from_store(scorer: Any, index_dir: str | Path, paths: Sequence[str | Path]) -> int:
-    """Put the stored latents of `paths` (and their empty-prompt errors, when stored for the scorer's seed)
-    into the scorer's caches; returns how many were found."""
+def seed_from_store(scorer: Any, index_dir: str | Path, paths: Sequence[str | Path],
+                    keys: Sequence[str] | None = None) -> int:
+    """Put the stored latents of `paths` (and their empty-prompt readings, when stored for the scorer's
+    settings) into the scorer's caches; returns how many were found. `keys`: the files' content keys
+    when the caller has them already (one hash per file)."""
     from discff_cli.engine.preprocess import image_key
 
     index_dir = Path(index_dir)
@@ -146,8 +167,7 @@ def seed_from_store(scorer: Any, index_dir: str | Path, paths: Sequence[str | Pa
     if array is None:
         return 0
     found = {}
-    for path in paths:
-        key = image_key(path)
+    for key in (keys if keys is not None else [image_key(p) for p in paths]):
         if key in row_of:
             found[key] = np.asarray(array[row_of[key]], dtype=np.float32)
     scorer.seed_latents(found)
@@ -157,15 +177,23 @@ def seed_from_store(scorer: Any, index_dir: str | Path, paths: Sequence[str | Pa
 
 def _seed_empty(scorer: Any, index_dir: Path, meta: dict[str, Any], latents: dict[str, np.ndarray],
                 row_of: dict[str, int]) -> None:
-    """The stored e(x, ∅) of the found latents, keyed as the scorer keys them (by the float32 latent)."""
+    """The stored e(x, ∅) (and A(x, ∅), when made with the scorer's attention settings) of the found
+    latents, keyed as the scorer keys them (by the float32 latent)."""
     import torch
 
     info = meta.get("empty") or {}
     if not latents or info.get("seed") != scorer.config.seed or not (index_dir / EMPTY).is_file():
         return
-    values = _load_empty(index_dir, len(meta["keys"]))
+    rows = len(meta["keys"])
+    values = _load_empty(index_dir, rows)
     if values is None or not isinstance(info.get("conditions"), list) or values.shape[1] != len(info["conditions"]):
         return  # a damaged empty.npy: the scorer computes e(x, ∅) itself
+    attention = _load_rows(index_dir, EMPTY_ATTENTION, 2, rows) \
+        if info.get("attention") == empty_info(scorer)["attention"] else None
+    if attention is not None and attention.shape[1] != values.shape[1]:
+        attention = None
     conditions = [(int(t), float(s)) for t, s in info["conditions"]]
     for key, latent in latents.items():
-        scorer.seed_empty_errors(torch.from_numpy(latent), conditions, np.asarray(values[row_of[key]]).tolist())
+        row = row_of[key]
+        scorer.seed_empty_errors(torch.from_numpy(latent), conditions, np.asarray(values[row]).tolist(),
+                                 None if attention is None else np.asarray(attention[row]).tolist())

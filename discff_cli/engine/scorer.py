@@ -69,10 +69,10 @@ class Scorer:
         self._latents: dict[str, torch.Tensor] = {}
         self._texts: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._empty: dict[tuple[bytes, int, float], float] = {}  # (latent key, t, s) -> e(x, ∅)
+        self._empty_attention: dict[tuple[bytes, int, float], float] = {}  # (latent key, t, s) -> A(x, ∅)
         self.weights_version = 0  # bumped by `invalidate` when deltas change the weights
         self.unet_passes = 0      # every U-Net item run, empty-prompt passes included
         self.empty_passes = 0     # of which under the empty prompt
-        self.last_prune = None  # PruneReport of the last pruned ranking (config.prune)
 
     # ----- set-up -------------------------------------------------------------------------
 
@@ -113,22 +113,46 @@ class Scorer:
 
     # ----- encoders (cached) --------------------------------------------------------------
 
-    def encode_images(self, images: Sequence[ImageInput]) -> torch.Tensor:
-        """z = E(x).latent_dist.mean × scaling_factor, one VAE pass per distinct image."""
-        from discff_cli.engine.preprocess import image_key, load_pixels
+    def encode_images(self, images: Sequence[ImageInput], keys: Sequence[str] | None = None) -> torch.Tensor:
+        """z = E(x).latent_dist.mean × scaling_factor, one VAE pass per distinct image.
 
-        keys = [image_key(img) for img in images]
+        `keys` are the images' content keys when the caller already has them (no second hash);
+        an image that cannot be decoded raises index.imageio.ImageDecodeError."""
+        latents, bad = self.encode_readable(images, keys)
+        if bad:
+            raise next(iter(bad.values()))
+        return latents
+
+    def encode_readable(self, images: Sequence[ImageInput], keys: Sequence[str] | None = None
+                        ) -> tuple[torch.Tensor, dict[int, Exception]]:
+        """Latents of the images that decode ([readable, C, h, w], in input order) and, by input
+        position, why the others did not: the decode the VAE needs anyway is the readability check."""
+        from discff_cli.engine.preprocess import image_key, load_pixels
+        from index.imageio import ImageDecodeError
+
+        keys = list(keys) if keys is not None else [image_key(img) for img in images]
+        bad: dict[int, Exception] = {}
         todo = {k: img for k, img in zip(keys, images) if k not in self._latents}
-        items = list(todo.items())
+        pixels: dict[str, torch.Tensor] = {}
+        for key, img in todo.items():
+            try:
+                pixels[key] = load_pixels(img, self.parts.resolution)
+            except (ImageDecodeError, OSError) as exc:
+                bad.update({i: exc for i, k in enumerate(keys) if k == key})
+        self._encode_pixels(pixels)
+        good = [k for i, k in enumerate(keys) if i not in bad]
+        shape = (0, *self.latent_shape)
+        return (torch.stack([self._latents[k] for k in good]) if good else torch.zeros(shape)), bad
+
+    def _encode_pixels(self, pixels: dict[str, torch.Tensor]) -> None:
+        items = list(pixels.items())
         for start in range(0, len(items), 8):
             chunk = items[start:start + 8]
-            pixels = torch.stack([load_pixels(img, self.parts.resolution) for _, img in chunk])
             with torch.inference_mode():
-                dist = self.parts.vae.encode(pixels.to(self.device, self.dtype)).latent_dist
-                latents = dist.mean * self.parts.vae.config.scaling_factor
+                batch = torch.stack([p for _, p in chunk]).to(self.device, self.dtype)
+                latents = self.parts.vae.encode(batch).latent_dist.mean * self.parts.vae.config.scaling_factor
             for (key, _), z in zip(chunk, latents):
                 self._latents[key] = z.float().cpu()
-        return torch.stack([self._latents[k] for k in keys])
 
     def seed_latents(self, latents: dict[str, "np.ndarray"]) -> None:
         """Fill the latent cache from a persistent store (keys from preprocess.image_key)."""
@@ -149,54 +173,18 @@ class Scorer:
 
     # ----- scoring ------------------------------------------------------------------------
 
-    def score_pairs(self, images: Sequence[ImageInput], texts: Sequence[str], progress: bool = False) -> np.ndarray:
-        """Score pair i = (images[i], texts[i]); returns float64 scores, higher = better match."""
-        if len(images) != len(texts):
-            raise ValueError("images and texts must have the same length")
-        if not images:
-            return np.zeros(0)
-        latents = self.encode_images(images)
-        text_states, token_mask = self.encode_texts(texts)
-        with torch.inference_mode():
-            scores = self.score_latents(latents, text_states, token_mask, progress=progress)
-        return scores.double().cpu().numpy()
+    def rank(self, images: Sequence[ImageInput], texts: Sequence[str], families: Sequence[str] | None = None,
+             prune: bool | None = None, keys: Sequence[str] | None = None, progress: bool = False):
+        """Score pair i = (images[i], texts[i]) with each family: the one pair-level entry point.
 
-    def read_pairs(self, images: Sequence[ImageInput], texts: Sequence[str], families: Sequence[str],
-                   progress: bool = False) -> Readings:
-        """The readings of pair i = (images[i], texts[i]) that `families` need, from one set of passes.
+        Every command and the Python API come here (engine/rank.py): the full grid, or successive
+        halving among the pairs as one query's candidates when `prune` (default `config.prune`).
+        Returns a `Ranking`: mean scores per family, the pairs that could not be decoded, and the
+        U-Net passes actually spent."""
+        from discff_cli.engine.rank import rank_pairs
 
-        `discff eval --score a,b,c` scores every column from these, so the columns differ only by
-        how the same U-Net outputs are read."""
-        if len(images) != len(texts):
-            raise ValueError("images and texts must have the same length")
-        latents = self.encode_images(images)
-        text_states, token_mask = self.encode_texts(texts)
-        with torch.inference_mode():
-            return self.read_conditions(latents, text_states, token_mask, None, families, progress)
-
-    def score_texts(self, image: ImageInput, texts: Sequence[str], progress: bool = False) -> np.ndarray:
-        """One image, many captions (successive halving with `config.prune`)."""
-        if self.config.prune:
-            return self._score_pruned([image] * len(texts), list(texts))
-        return self.score_pairs([image] * len(texts), list(texts), progress)
-
-    def score_images(self, images: Sequence[ImageInput], text: str, progress: bool = False) -> np.ndarray:
-        """Many images, one query (successive halving with `config.prune`)."""
-        if self.config.prune:
-            return self._score_pruned(list(images), [text] * len(images))
-        return self.score_pairs(list(images), [text] * len(images), progress)
-
-    def _score_pruned(self, images: list[ImageInput], texts: list[str]) -> np.ndarray:
-        """Candidates of one query by successive halving (engine/prune.py); cost kept in `last_prune`."""
-        from discff_cli.engine.prune import prune_scores
-
-        if not images:
-            return np.zeros(0)
-        latents = self.encode_images(images)
-        text_states, token_mask = self.encode_texts(texts)
-        with torch.inference_mode():
-            scores, self.last_prune = prune_scores(self, latents, text_states, token_mask)
-        return scores.cpu().numpy()
+        return rank_pairs(self, images, texts, tuple(families or (self.config.score,)),
+                          self.config.prune if prune is None else prune, keys, progress)
 
     def score_latents(self, latents: torch.Tensor, text_states: torch.Tensor, token_mask: torch.Tensor | None = None,
                       conditions: Sequence[Condition] | None = None, progress: bool = False) -> torch.Tensor:
@@ -205,36 +193,52 @@ class Scorer:
         return per_condition.mean(dim=1)
 
     def score_conditions(self, latents: torch.Tensor, text_states: torch.Tensor, token_mask: torch.Tensor | None = None,
-                         conditions: Sequence[Condition] | None = None, progress: bool = False) -> torch.Tensor:
-        """`config.score` of every pair under every condition: [N, len(conditions)], in float32."""
-        readings = self.read_conditions(latents, text_states, token_mask, conditions, (self.config.score,), progress)
-        return readings.score(self.config.score)
+                         conditions: Sequence[Condition] | None = None, progress: bool = False,
+                         family: str | None = None) -> torch.Tensor:
+        """`family` (default `config.score`) of every pair under every condition: [N, len(conditions)], float32."""
+        family = family or self.config.score
+        readings = self.read_conditions(latents, text_states, token_mask, conditions, (family,), progress)
+        return readings.score(family)
 
     def read_conditions(self, latents: torch.Tensor, text_states: torch.Tensor, token_mask: torch.Tensor | None = None,
                         conditions: Sequence[Condition] | None = None, families: Sequence[str] = ("attention",),
                         progress: bool = False) -> Readings:
-        """Every reading the score `families` need, from one set of U-Net passes (engine/scores.py)."""
-        self._ensure_installed()
+        """Every reading the score `families` need for every pair under every condition, from one set of passes."""
         conditions = list(conditions or self.conditions)
-        want_attention, want_empty = needs(list(families))
         n_pairs, n_cond = latents.shape[0], len(conditions)
-        items = [(p, c) for p in range(n_pairs) for c in range(n_cond)]
-        noise = {c.timestep: self.noise_for(c.timestep) for c in conditions}
+        items = [(p, c) for p in range(n_pairs) for c in conditions]
+        flat = self.read_items(items, latents, text_states, token_mask, families, progress)
+        return Readings(error=flat.error.view(n_pairs, n_cond), elements=flat.elements,
+                        **{name: None if value is None else value.view(n_pairs, n_cond)
+                           for name, value in (("attention", flat.attention), ("empty_error", flat.empty_error),
+                                               ("empty_attention", flat.empty_attention))})
+
+    def read_items(self, items: Sequence[tuple[int, Condition]], latents: torch.Tensor, text_states: torch.Tensor,
+                   token_mask: torch.Tensor | None, families: Sequence[str], progress: bool = False) -> Readings:
+        """Readings of arbitrary (pair index, condition) items, each [len(items), 1]: what pruning asks for."""
+        self._ensure_installed()
+        want = needs(list(families))
+        items = list(items)
+        noise = {c.timestep: self.noise_for(c.timestep) for _, c in items}
         attention, error = [], []
         advance = _progress_bar(len(items), progress)
-        self.sink.active = want_attention
+        self.sink.active = want.attention
         try:
             for chunk in self._chunks(items):
-                pooled, err = self._score_items(chunk, conditions, latents, text_states, token_mask, noise)
+                pooled, err = self._score_items(chunk, latents, text_states, token_mask, noise)
                 attention.append(pooled)
                 error.append(err)
                 advance(len(chunk))
         finally:
             self.sink.active = True
-        empty = self.empty_errors(latents, conditions) if want_empty else None
-        return Readings(error=torch.cat(error).view(n_pairs, n_cond),
-                        attention=torch.cat(attention).view(n_pairs, n_cond) if want_attention else None,
-                        empty_error=empty, elements=int(np.prod(self.latent_shape)))
+        empty = self.empty_readings(latents, items, want.empty_attention) if want.empty else (None, None)
+        column = (len(items), 1)
+        return Readings(error=torch.cat(error).view(column) if error else torch.zeros(column),
+                        attention=torch.cat(attention).view(column) if want.attention and attention else
+                        (torch.zeros(column) if want.attention else None),
+                        empty_error=None if empty[0] is None else empty[0].view(column),
+                        empty_attention=None if empty[1] is None else empty[1].view(column),
+                        elements=int(np.prod(self.latent_shape)))
 
     def _chunks(self, items: list) -> list[list]:
         """Equal chunks of at most the batch size (no small tail)."""
@@ -260,11 +264,11 @@ class Scorer:
         self.unet_passes += noisy.shape[0]
         return (out.float() - eps.to(out.device)).pow(2).flatten(1).sum(dim=1).cpu()
 
-    def _score_items(self, chunk: list[tuple[int, int]], conditions: list[Condition], latents: torch.Tensor,
-                     text_states: torch.Tensor, token_mask: torch.Tensor | None,
+    def _score_items(self, chunk: list[tuple[int, Condition]], latents: torch.Tensor, text_states: torch.Tensor,
+                     token_mask: torch.Tensor | None,
                      noise: dict[int, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         pair_idx = torch.tensor([p for p, _ in chunk])
-        noisy, eps, timesteps = self._noisy(latents[pair_idx], [conditions[c] for _, c in chunk], noise)
+        noisy, eps, timesteps = self._noisy(latents[pair_idx], [c for _, c in chunk], noise)
         self.sink.clear()
         self.sink.token_mask = None if token_mask is None or not self.config.mask_padding \
             else token_mask[pair_idx].to(self.device)
@@ -272,55 +276,74 @@ class Scorer:
         pooled = self._aggregate().float().cpu() if self.sink.active else torch.zeros(len(chunk))
         return pooled, error
 
-    # ----- the empty-prompt error (one pass per image and condition, cached) -----------------
+    # ----- the empty-prompt pass (one per image and condition, cached) ----------------------
 
     def empty_errors(self, latents: torch.Tensor, conditions: Sequence[Condition]) -> torch.Tensor:
-        """e(x, ∅) of every latent under every condition [N, C]; computed once per (image, condition).
+        """e(x, ∅) of every latent under every condition [N, C] (see `empty_readings`)."""
+        items = [(p, c) for p in range(latents.shape[0]) for c in conditions]
+        return self.empty_readings(latents, items, attention=False)[0].view(latents.shape[0], len(conditions))
 
-        Keyed by the latent's bytes, so every path to a latent (file, PIL image, index store,
-        tuning cache) shares one entry. Never differentiable: it is a per-image baseline. The
-        cache is dropped whenever the weights change (deltas applied or removed, `invalidate`).
+    def empty_readings(self, latents: torch.Tensor, items: Sequence[tuple[int, Condition]],
+                       attention: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """e(x, ∅) and, when `attention`, A(x, ∅) of each (latent row, condition) item: [len(items)] each.
+
+        Computed once per (image, condition): keyed by the latent's bytes, so every path to a latent
+        (file, PIL image, index store, tuning cache) shares one entry. A(x, ∅) is read on the same
+        empty-prompt pass (the authors' [∅; y] batch has it); an entry cached without it is run again
+        the first time a score needs it. Never differentiable: a per-image baseline. Dropped whenever
+        the weights change (deltas applied or removed, `invalidate`).
         """
-        keys = [latent_key(z) for z in latents]
-        wanted = [(keys[p], c.timestep, c.level) for p in range(len(keys)) for c in conditions]
-        todo = list(dict.fromkeys(k for k in wanted if k not in self._empty))
+        keys = {p: latent_key(latents[p]) for p in dict.fromkeys(p for p, _ in items)}
+        wanted = [(keys[p], c.timestep, c.level) for p, c in items]
+        todo = list(dict.fromkeys(k for k in wanted
+                                  if k not in self._empty or (attention and k not in self._empty_attention)))
         if todo:
-            first = {key: p for p, key in reversed(list(enumerate(keys)))}
-            self._compute_empty(todo, latents, first)
-        values = torch.tensor([self._empty[k] for k in wanted], dtype=torch.float32)
-        return values.view(len(keys), len(conditions))
+            first = {key: p for p, key in reversed(list(keys.items()))}
+            self._compute_empty(todo, latents, first, attention)
+        errors = torch.tensor([self._empty[k] for k in wanted], dtype=torch.float32)
+        pooled = torch.tensor([self._empty_attention[k] for k in wanted], dtype=torch.float32) if attention else None
+        return errors, pooled
 
     def _compute_empty(self, todo: list[tuple[bytes, int, float]], latents: torch.Tensor,
-                       row_of: dict[bytes, int]) -> None:
+                       row_of: dict[bytes, int], attention: bool) -> None:
         noise = {t: self.noise_for(t) for _, t, _ in todo}
-        empty_state = self.encode_texts([""])[0]
+        empty_state, empty_mask = self.encode_texts([""])
         was_active = self.sink.active
-        self.sink.active = False  # the attention term of the empty prompt is never read
+        self.sink.active = attention  # the empty prompt's attention term only when a score reads it
         try:
             with torch.no_grad():
                 for chunk in self._chunks(todo):
                     rows = torch.tensor([row_of[key] for key, _, _ in chunk])
                     conds = [Condition(0, t, s) for _, t, s in chunk]
                     noisy, eps, timesteps = self._noisy(latents[rows].detach(), conds, noise)
+                    self.sink.clear()
+                    self.sink.token_mask = empty_mask.expand(len(chunk), -1).to(self.device) \
+                        if self.config.mask_padding else None
                     error = self._unet_error(noisy, eps, timesteps, empty_state.expand(len(chunk), -1, -1))
                     self.empty_passes += len(chunk)
-                    for key, value in zip(chunk, error.tolist()):
+                    pooled = self._aggregate().float().cpu().tolist() if attention else [None] * len(chunk)
+                    for key, value, a in zip(chunk, error.tolist(), pooled):
                         self._empty[key] = value
+                        if a is not None:
+                            self._empty_attention[key] = a
         finally:
             self.sink.active = was_active
 
     def seed_empty_errors(self, latent: torch.Tensor, conditions: Sequence[tuple[int, float]],
-                          values: Sequence[float]) -> None:
+                          values: Sequence[float], attention: Sequence[float] | None = None) -> None:
         """Fill the empty-prompt cache from a persistent store (engine/latent_store.py)."""
         if self.weights_version:
             return  # the store was made with the base weights; deltas change e(x, ∅)
         key = latent_key(latent)
-        for (timestep, level), value in zip(conditions, values):
+        for j, ((timestep, level), value) in enumerate(zip(conditions, values)):
             self._empty[(key, int(timestep), float(level))] = float(value)
+            if attention is not None:
+                self._empty_attention[(key, int(timestep), float(level))] = float(attention[j])
 
     def invalidate(self) -> None:
         """The weights changed (deltas): cached empty-prompt errors no longer hold."""
         self._empty.clear()
+        self._empty_attention.clear()
         self.weights_version += 1
 
     def _aggregate(self) -> torch.Tensor:

@@ -29,8 +29,8 @@ class Query:
 
 
 class TimedSearcher(Searcher):
-    """The pipeline's Searcher, noting the seconds spent loading the diffusion model (the pipeline's
-    own `last_stats` times the shortlist and the rerank, model load included)."""
+    """The pipeline's Searcher, noting the seconds spent loading the diffusion model (the stats each
+    search returns time the shortlist and the rerank, model load included)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -51,8 +51,8 @@ def run_query(searcher: TimedSearcher, query: Query, received: float, threads: i
     started = time.perf_counter()
     searcher.load_seconds = 0.0
     with cpu_threads(threads):
-        rows = searcher.search(query.q, query.top, query.rerank, score=query.score, fusion=query.fusion)
-    stats, load = searcher.last_stats, searcher.load_seconds
+        result = searcher.search(query.q, query.top, query.rerank, score=query.score, fusion=query.fusion)
+    rows, stats, load = result.rows, result.stats, searcher.load_seconds
     fusion = query.fusion or searcher.fusion
     return {
         "query": query.q,
