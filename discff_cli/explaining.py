@@ -14,7 +14,7 @@ import numpy as np
 
 from discff_cli.errors import DiscffError
 
-SIGNED = {"attention": False, "denoise": True, "discffusion": True}
+SIGNED = {"attention": False, "denoise": True, "diffusion_itm": True, "discffusion": True}
 
 
 def check_explainable(config: Any, caption: str) -> None:
@@ -38,7 +38,7 @@ def explain(scorer: Any, image: Any, caption: str) -> tuple[Any, Any]:
 
     check_explainable(scorer.config, caption)
     size = scorer.parts.resolution
-    view = image.convert("RGB") if hasattr(image, "convert") else open_rgb(image, resize_to=size)
+    view = image.convert("RGB") if hasattr(image, "convert") else open_rgb(image, resize_to=size, crop_resample=True)
     return explain_pair(scorer, image, caption), resize_center_crop(view, size)
 
 

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from conftest_index import run_cli
+from discff_cli.engine.config import DEFAULT_SCORE
 
 # An SD-2.1-base-shaped model: 16 attn2 layers at four resolutions, so the map's upsampling is tested.
 FLAGS = ["--steps", "2", "--levels", "0.5,1.0", "--seed", "3", "--device", "cpu"]
@@ -35,12 +36,12 @@ def test_every_map_sums_to_the_score_that_score_prints(tiny_sd_dir, sample_image
     captions.write_text(f"{CAPTION}\na green triangle\n")
     model = ["--model", tiny_sd_dir, *FLAGS, *extra]
     doc = explain_json(sample_image, *model, "--out", tmp_path / "map.png")
-    for family in ("denoise", "attention", "discffusion"):
+    for family in ("denoise", "attention", "diffusion_itm", "discffusion"):
         printed = score_json(sample_image, captions, *model, "--score", family)[CAPTION]
         summed = sum(map(sum, doc["maps"][family]["grid"]))
         assert doc["maps"][family]["score"] == pytest.approx(printed, rel=1e-4, abs=1e-7), family
         assert summed == pytest.approx(printed, rel=1e-3, abs=1e-6), family  # the printed grid, 6 digits a cell
-    assert doc["score"] == "denoise" and doc["score_value"] == doc["maps"]["denoise"]["score"]
+    assert doc["score"] == DEFAULT_SCORE and doc["score_value"] == doc["maps"][DEFAULT_SCORE]["score"]
 
 
 def test_words_exclude_sos_eos_and_padding_and_each_gets_a_panel(tiny_sd_dir, sample_image, tmp_path):
@@ -64,7 +65,7 @@ def test_a_real_photo_with_the_demo_model_writes_a_png_and_says_what_the_model_k
     assert result.exit_code == 0, result.output
     assert "4 colours" in result.stderr and "3 shapes" in result.stderr
     assert Image.open(out).size[0] >= 4 * 224 and "maps written to" in result.stdout
-    assert "denoise *" in result.stdout and "square" in result.stdout
+    assert f"{DEFAULT_SCORE} *" in result.stdout and "square" in result.stdout
 
 
 def test_score_on_a_demo_world_image_does_not_warn(tmp_path):

@@ -10,6 +10,7 @@ from PIL import Image
 
 from conftest_index import build, rerank_index, run_cli, tiny_clip_dir, write_images  # noqa: F401
 from conftest_tune import FAST_CLI, colour_pairs, one_thread  # noqa: F401
+from discff_cli.engine.config import DEFAULT_SCORE
 
 QUERY = "a red circle left of a blue square"
 FAST = ["--steps", "1", "--levels", "0.5", "--device", "cpu"]
@@ -36,7 +37,7 @@ def test_results_carry_the_fused_score_that_decides_the_order(small_index):
     by_clip = sorted(head, key=lambda r: r["clip_rank"])
     expected = fuse([r["clip_score"] for r in by_clip], [r["rerank_score"] for r in by_clip], "zsum", 0.5)
     assert [r["fused_score"] for r in by_clip] == pytest.approx(list(expected), abs=1e-4)  # CLIP: 6 decimals
-    assert doc["fusion"] == {"method": "zsum", "weight": 0.5} and doc["score"] == "denoise"
+    assert doc["fusion"] == {"method": "zsum", "weight": 0.5} and doc["score"] == DEFAULT_SCORE
 
 
 def test_search_table_fits_80_columns_with_whole_headers_and_marked_paths(small_index):
@@ -51,12 +52,12 @@ def test_search_table_fits_80_columns_with_whole_headers_and_marked_paths(small_
     lines = text.splitlines()
     assert shortened and max(map(len, lines)) <= 80
     header = next(line for line in lines if "rank" in line and "path" in line)
-    for column in ("rank", "CLIP rank", "fused", "denoise", "CLIP", "path"):
+    for column in ("rank", "CLIP rank", "fused", DEFAULT_SCORE, "CLIP", "path"):
         assert column in header
     body = [line for line in lines if line.startswith("│")]
     for row, line in zip(doc["results"], body):
         assert "…" in line and row["path"].rsplit("/", 1)[-1] in line  # the cut is shown; the file name stays
-    assert "zsum, weight 0.5" in " ".join(text.split()) and "denoise" in title  # the title may wrap
+    assert "zsum, weight 0.5" in " ".join(text.split()) and DEFAULT_SCORE in title  # the title may wrap
 
 
 def test_scores_print_with_significant_digits_not_fixed_decimals():
@@ -148,7 +149,7 @@ def test_ctrl_c_during_search_exits_130_with_a_hint(small_index, monkeypatch):
     def pressed_ctrl_c(*args, **kwargs):
         raise KeyboardInterrupt  # what the terminal delivers mid-rerank
 
-    monkeypatch.setattr(Scorer, "read_pairs", pressed_ctrl_c)
+    monkeypatch.setattr(Scorer, "rank", pressed_ctrl_c)
     result = run_cli("search", QUERY, "--index", small_index, "--rerank", "3", *FAST)
     assert result.exit_code == 130 and "Interrupted" in result.output and "Aborted" not in result.output
 

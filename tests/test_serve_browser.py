@@ -15,6 +15,7 @@ import pytest
 
 from conftest_index import tiny_clip_dir  # noqa: F401
 from conftest_serve import live_server, served_index, start_service  # noqa: F401
+from discff_cli.engine.config import DEFAULT_SCORE
 
 QUERY = "a red circle left of a blue square"
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
@@ -60,7 +61,7 @@ def test_the_page_searches_switches_score_compares_orders_and_opens_a_map(served
             wait = WebDriverWait(browser, 120)
             wait.until(lambda b: "16 images" in b.find_element(By.ID, "index-info").text)
             score = Select(browser.find_element(By.ID, "score"))
-            assert score.first_selected_option.text == "denoise"  # the service's default, as /info says
+            assert score.first_selected_option.text == DEFAULT_SCORE  # the service's default, as /info says
             assert Select(browser.find_element(By.ID, "fusion")).first_selected_option.text == "zsum"
 
             box = browser.find_element(By.ID, "q")
@@ -78,7 +79,7 @@ def test_the_page_searches_switches_score_compares_orders_and_opens_a_map(served
             wait.until(lambda b: "U-Net passes" in status(b))
             assert "reranked by denoise" in status(browser) and "fused with CLIP (zsum, weight 0.5)" in status(browser)
             cards = browser.find_elements(By.CSS_SELECTOR, "#grid .card")
-            assert len(cards) == 16 and all("fused" in c.text and "denoise" in c.text for c in cards[:3])
+            assert len(cards) == 16 and all("fused" in c.text and DEFAULT_SCORE in c.text for c in cards[:3])
             assert [c.find_element(By.CLASS_NAME, "rank").text for c in cards[:3]] == ["#1", "#2", "#3"]
             moves = [c.find_element(By.CLASS_NAME, "clip-rank").text for c in cards[:3]]
             assert {m.split()[1] for m in moves} == {"#1", "#2", "#3"} and all(m[-1] in "↑↓=" or m[-2] in "↑↓"

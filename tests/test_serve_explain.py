@@ -14,6 +14,7 @@ from PIL import Image
 
 from conftest_index import tiny_clip_dir  # noqa: F401
 from conftest_serve import client, served_index, service, start_service  # noqa: F401
+from discff_cli.engine.config import DEFAULT_SCORE
 
 QUERY = "a red circle left of a blue square"
 
@@ -64,7 +65,7 @@ def test_explain_needs_the_token_like_search(served_index):
 
 def test_a_request_picks_its_fusion_and_the_answer_says_which(client):
     alone = client.get("/search", params={"q": QUERY, "top": 5, "rerank": 5, "fusion": "none"}).json()
-    assert alone["fusion"] == {"method": "none", "weight": 0.5} and alone["score"] == "denoise"
+    assert alone["fusion"] == {"method": "none", "weight": 0.5} and alone["score"] == DEFAULT_SCORE
     scores = [r["rerank_score"] for r in alone["results"]]
     assert scores == sorted(scores, reverse=True) and [r["fused_score"] for r in alone["results"]] == scores
     fused = client.get("/search", params={"q": QUERY, "top": 5, "rerank": 5, "weight": "0"}).json()
@@ -79,9 +80,9 @@ def test_bad_fusion_gets_400(client, params):
 
 def test_info_names_the_default_score_and_fusion_the_page_must_select(client):
     service = client.get("/info").json()["service"]
-    assert service["score"] == "denoise" and service["score"] in service["scores"]
+    assert service["score"] == DEFAULT_SCORE and service["score"] in service["scores"]
     assert service["fusion"] == "zsum" and service["fusions"] == ["zsum", "rrf", "none"]
-    assert service["fusion_weight"] == 0.5 and "denoise" in service["explain_scores"]
+    assert service["fusion_weight"] == 0.5 and DEFAULT_SCORE in service["explain_scores"]
 
 
 def test_rows_carry_what_the_index_holds_and_a_sidecar_caption(client, service):

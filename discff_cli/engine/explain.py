@@ -11,9 +11,11 @@ empty prompt ∅. Instead of summing the readings over the latent, they are kept
   tuned head weights), nearest-upsampled from each layer's resolution onto the latent grid (which
   keeps a layer's mean), mean over the selected layers, divided by the latent positions: it sums
   to the `attention` score.
-- ``discffusion``: the attention map plus the error gap per position. The gap
+- ``diffusion_itm``: the error gap per position. The gap ‖ε − ε̂_∅‖₂ − ‖ε − ε̂_y‖₂ =
   √e_∅ − √e_y = (e_∅ − e_y)/(√e_∅ + √e_y) is linear in the per-position differences, so
   (e_∅(p) − e_y(p))/(√e_∅ + √e_y) sums to it exactly.
+- ``discffusion``: ½(attention map under y + attention map under ∅, read on the empty-prompt pass)
+  plus the ``diffusion_itm`` map: the authors' score of one pair (engine/scores.py), spread the same way.
 
 Per word (DAAM, Tang et al. 2023): the softmax attention each word's tokens receive at each
 query position, mean over heads, bilinearly upsampled onto the latent grid, mean over layers
@@ -33,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-MAPPED = ("attention", "denoise", "discffusion")  # families this module can spread over the image
+MAPPED = ("attention", "denoise", "diffusion_itm", "discffusion")  # families this module can spread over the image
 
 
 @dataclass
@@ -104,8 +106,9 @@ class AttentionCapture:
             scaled = scaled.masked_fill(~mask[:, None, None, :], float("-inf"))
         lse = torch.logsumexp(scaled, dim=-1) / config.lse_lambda  # [b, heads, n]
         self.lse += self._onto_grid(self._head_mean(name, lse), "nearest").sum(dim=0)
-        probs = logits.float().softmax(dim=-1)[..., self.tokens.to(logits.device)].mean(dim=1)  # [b, n, k]
-        self.per_token += self._onto_grid(probs.transpose(1, 2), "bilinear").sum(dim=0)
+        if len(self.tokens):  # the empty prompt's capture reads only the LSE map
+            probs = logits.float().softmax(dim=-1)[..., self.tokens.to(logits.device)].mean(dim=1)  # [b, n, k]
+            self.per_token += self._onto_grid(probs.transpose(1, 2), "bilinear").sum(dim=0)
         self.calls += logits.shape[0]
         return logits
 
@@ -146,32 +149,35 @@ def explain_pair(scorer: Any, image: Any, caption: str) -> Explanation:
     scorer._ensure_installed()
     latent = scorer.encode_images([image])[0]
     text, token_mask = scorer.encode_texts([caption])
-    empty = scorer.encode_texts([""])[0]
+    empty, empty_mask = scorer.encode_texts([""])
     words = caption_words(scorer.parts.tokenizer, caption)
     grid = tuple(latent.shape[-2:])
     capture = AttentionCapture(scorer, [p for _, tokens in words for p in tokens], grid)
+    empty_capture = AttentionCapture(scorer, [], grid)  # A(x, ∅) per position, for discffusion
     conditions = list(scorer.conditions)
     noise = {c.timestep: scorer.noise_for(c.timestep) for c in conditions}
     gaps = torch.zeros(grid, dtype=torch.float64)
     gap_norm = torch.zeros(grid, dtype=torch.float64)
-    with torch.inference_mode(), hooked(scorer, capture):
+    with torch.inference_mode():
         for chunk in scorer._chunks(conditions):
             noisy, eps, timesteps = scorer._noisy(latent[None].expand(len(chunk), -1, -1, -1), chunk, noise)
-            err_y = _position_errors(scorer, noisy, eps, timesteps, text, token_mask, record=True)
-            err_0 = _position_errors(scorer, noisy, eps, timesteps, empty, None, record=False)
+            with hooked(scorer, capture):
+                err_y = _position_errors(scorer, noisy, eps, timesteps, text, token_mask, record=True)
+            with hooked(scorer, empty_capture):
+                err_0 = _position_errors(scorer, noisy, eps, timesteps, empty, empty_mask, record=True)
             diff = err_0 - err_y  # [b, H, W]
             gaps += diff.sum(dim=0)
             roots = err_0.flatten(1).sum(1).clamp_min(0).sqrt() + err_y.flatten(1).sum(1).clamp_min(0).sqrt()
             gap_norm += (diff / roots.clamp_min(1e-30)[:, None, None]).sum(dim=0)
-    return _assemble(caption, words, capture, gaps, gap_norm, latent, len(conditions))
+    return _assemble(caption, words, capture, empty_capture, gaps, gap_norm, latent, len(conditions))
 
 
 def _position_errors(scorer: Any, noisy: torch.Tensor, eps: torch.Tensor, timesteps: torch.Tensor,
                      context: torch.Tensor, token_mask: torch.Tensor | None, record: bool) -> torch.Tensor:
     """(ε̂ − s·ε)² summed over channels, per item and latent position [b, H, W], in float64.
 
-    `record` runs the caption pass with the attention processors reading A (as the attention
-    score's pass does); the empty-prompt pass runs on SDPA, as the scorer's cached one does."""
+    `record` runs the pass with the attention processors reading A (as the attention score's pass,
+    and the empty-prompt pass that discffusion reads A(x, ∅) from, do)."""
     batch = noisy.shape[0]
     sink = scorer.sink
     was_active = sink.active
@@ -180,23 +186,30 @@ def _position_errors(scorer: Any, noisy: torch.Tensor, eps: torch.Tensor, timest
     sink.token_mask = token_mask.expand(batch, -1).to(scorer.device) \
         if record and token_mask is not None and scorer.config.mask_padding else None
     try:
-        out = scorer.parts.unet(noisy.to(scorer.device, scorer.dtype), timesteps.to(scorer.device),
-                                encoder_hidden_states=context.expand(batch, -1, -1).to(scorer.device, scorer.dtype)).sample
+        out = scorer.family.predict(noisy.to(scorer.device, scorer.dtype), timesteps.to(scorer.device),
+                                    context.expand(batch, -1, -1).to(scorer.device, scorer.dtype)) \
+            if hasattr(scorer, "family") else \
+            scorer.parts.unet(noisy.to(scorer.device, scorer.dtype), timesteps.to(scorer.device),
+                              encoder_hidden_states=context.expand(batch, -1, -1).to(scorer.device, scorer.dtype)).sample
     finally:
         sink.active = was_active
     scorer.unet_passes += batch
     return (out.float() - eps.to(out.device)).pow(2).sum(dim=1).double().cpu()
 
 
-def _assemble(caption: str, words: list[tuple[str, list[int]]], capture: AttentionCapture, gaps: torch.Tensor,
-              gap_norm: torch.Tensor, latent: torch.Tensor, n_conditions: int) -> Explanation:
+def _assemble(caption: str, words: list[tuple[str, list[int]]], capture: AttentionCapture,
+              empty_capture: AttentionCapture, gaps: torch.Tensor, gap_norm: torch.Tensor, latent: torch.Tensor,
+              n_conditions: int) -> Explanation:
     """Means over conditions and layers, scaled so each family's map sums to its score."""
     layers = capture.calls / n_conditions  # selected layers, each read once per condition
     positions = capture.grid[0] * capture.grid[1]
     attention = capture.lse / (n_conditions * layers * positions)
+    empty_attention = empty_capture.lse / (n_conditions * layers * positions)
+    itm = gap_norm / n_conditions
     maps = {"denoise": gaps / (n_conditions * latent.numel()),
             "attention": attention,
-            "discffusion": attention + gap_norm / n_conditions}
+            "diffusion_itm": itm,
+            "discffusion": 0.5 * (attention + empty_attention) + itm}
     per_token = capture.per_token / (n_conditions * layers)
     out_words, start = [], 0
     for text, tokens in words:
