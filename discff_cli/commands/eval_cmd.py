@@ -42,28 +42,35 @@ def run_diffusion(model: str, config, scores: tuple[str, ...], deltas: str | Non
 
     Every family is read from the same U-Net passes (engine/scores.py), so the columns differ
     only by how those outputs are read; the deltas go on after the zero-shot passes, so the tuned
-    columns share latents, text states and noise and differ only by the deltas."""
-    from discff_cli.engine.deltas import apply_deltas, read_compatible_deltas
+    columns share latents, text states and noise and differ only by the deltas. A file of timestep
+    weights alone changes no U-Net output, so its column re-weights the zero-shot passes."""
+    from discff_cli.engine.deltas import apply_deltas, has_prompt_deltas, read_compatible_deltas
     from discff_cli.engine.scorer import load_scorer
 
     scorer = load_scorer(model, config)
     if deltas:  # a file for another model fails now, not after the zero-shot pass
         tensors, meta = read_compatible_deltas(scorer, deltas)
-    outcomes, systems = {}, {}
+    outcomes, systems, readings = {}, {}, None
     if zero_shot:
-        _score_families(scorer, model, config, scores, None, "", table, items, progress, outcomes, systems)
+        readings = _score_families(scorer, model, config, scores, None, "", table, items, progress, outcomes, systems)
     if deltas:
         apply_deltas(scorer, tensors, meta)
-        _score_families(scorer, model, config, scores, deltas, TUNED, table, items, progress, outcomes, systems)
+        reuse = readings if not has_prompt_deltas(tensors) else None
+        _score_families(scorer, model, config, scores, deltas, TUNED, table, items, progress, outcomes, systems, reuse)
     return outcomes, systems
 
 
 def _score_families(scorer, model: str, config, scores: tuple[str, ...], deltas: str | None, suffix: str, table,
-                    items, progress: bool, outcomes: dict, systems: dict) -> None:
+                    items, progress: bool, outcomes: dict, systems: dict, reuse=None):
+    """Fill `outcomes`/`systems` for each score; `reuse`: zero-shot readings to re-weight instead of new passes."""
+    import dataclasses
+
     from discff_cli import evaluation as ev
+    from discff_cli.engine.condition_weights import weights_for
 
     passes, empty, start = scorer.unet_passes, scorer.empty_passes, time.perf_counter()
-    readings = ev.diffusion_readings(scorer, table, scores, progress=progress)
+    readings = ev.diffusion_readings(scorer, table, scores, progress=progress) if reuse is None else \
+        dataclasses.replace(reuse, weights=weights_for(scorer.condition_weights, scorer.conditions))
     info = {"model": model, "fingerprint": scorer.parts.fingerprint, "deltas": deltas, "config": config.to_dict(),
             "unet_passes": scorer.unet_passes - passes, "empty_prompt_passes": scorer.empty_passes - empty,
             "passes_shared_by": [s + suffix for s in scores], "seconds": round(time.perf_counter() - start, 2)}
@@ -71,6 +78,7 @@ def _score_families(scorer, model: str, config, scores: tuple[str, ...], deltas:
         values = readings.score(family).mean(dim=1).double().numpy()
         outcomes[family + suffix] = ev.outcomes_for(items, table, values)
         systems[family + suffix] = {**info, "score": family}
+    return readings
 
 
 def paired_systems(scores: tuple[str, ...], outcomes: dict) -> list[tuple[str, str]]:
