@@ -16,21 +16,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from discff_cli.engine.processor import lse_pool
+from discff_cli.engine.processor import LSECrossAttnProcessor, lse_pool
 
 
-class JointLSEProcessor(torch.nn.Module):
-    """JointAttnProcessor2_0 plus the pooled text→image logits in a ScoreSink."""
+class JointLSEProcessor(LSECrossAttnProcessor):
+    """JointAttnProcessor2_0 plus the pooled text→image logits in a ScoreSink.
 
-    def __init__(self, name: str, sink: Any, lse_lambda: float = 1.0, record: bool = True) -> None:
-        super().__init__()
-        self.name = name
-        self.sink = sink
-        self.lse_lambda = lse_lambda
-        self.record = record
-        self.delta_k: torch.nn.Module | None = None
-        self.delta_v: torch.nn.Module | None = None
-        self.logit_hook: Any = None  # `hook(name, logits) -> logits`, as LSECrossAttnProcessor's
+    It keeps the cross-attention processor's sink, delta slots and logit hook (tuning and Eq. 7
+    head weighting reach it the same way) and replaces only the attention itself.
+    """
 
     @staticmethod
     def context_projections(attn: Any) -> tuple[torch.nn.Linear, torch.nn.Linear]:
