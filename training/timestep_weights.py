@@ -11,8 +11,9 @@ weights are fitted on those [pairs, C] scores alone (seconds, no U-Net pass per 
 
 τ is the spread of the uniform-weight margins, so the loss does not depend on the score's units
 (the denoising score is ~1e-3, the attention term ~1); λ keeps the weights near uniform where
-the few examples say little. The step kept is the one with the best held-out accuracy (the
-tuner's validation split), ties going to the earliest, i.e. the nearest to uniform weights.
+the few examples say little. The step kept is the last one with the best held-out accuracy (the
+tuner's validation split): uniform weights (step 0) are kept only if every fitted step is worse
+on held-out triplets.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def fit_weights(train: torch.Tensor, val: torch.Tensor | None, steps: int = STEP
         if step % CHECK_EVERY == 0:
             current = (n_cond * torch.softmax(theta.detach(), dim=0))
             accuracy = _accuracy(judge, current)
-            if accuracy > best[0]:
+            if accuracy >= best[0]:  # a tie goes to the later, better-fitted step
                 best = (accuracy, step, current.clone())
     weights = best[2]
     has_val = val is not None and len(val) > 0
