@@ -51,3 +51,11 @@ def tiny_sd3_dir(tmp_path_factory):
     from training.family_configs import build_random_sd3
 
     return build_random_sd3(tmp_path_factory.mktemp("tiny-sd3") / "model", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd3_t5_dir(tmp_path_factory):
+    """The same, with a tiny T5 encoder and tokenizer as the third text encoder."""
+    from training.family_configs import build_random_sd3
+
+    return build_random_sd3(tmp_path_factory.mktemp("tiny-sd3-t5") / "model", seed=0, t5=True)

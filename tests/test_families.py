@@ -25,9 +25,10 @@ TEXTS = ["a red cube left of a ball", "two blue spheres"]
 SCORES = ("attention", "denoise", "discffusion")
 
 
-@pytest.fixture(params=["sd", "sdxl", "sd3"])
+@pytest.fixture(params=["sd", "sdxl", "sd3", "sd3-t5"])
 def model_dir(request):
-    return request.getfixturevalue({"sd": "tiny_sd_dir", "sdxl": "tiny_sdxl_dir", "sd3": "tiny_sd3_dir"}[request.param])
+    return request.getfixturevalue({"sd": "tiny_sd_dir", "sdxl": "tiny_sdxl_dir", "sd3": "tiny_sd3_dir",
+                                    "sd3-t5": "tiny_sd3_t5_dir"}[request.param])
 
 
 @functools.lru_cache(maxsize=None)
@@ -37,7 +38,7 @@ def _pipeline(model_dir):
     from diffusers import DiffusionPipeline
 
     index = json.loads((model_dir / "model_index.json").read_text())
-    missing = {k: None for k, v in index.items() if isinstance(v, list) and v[0] is None and "3" in k}
+    missing = {k: None for k, v in index.items() if isinstance(v, list) and v[0] is None and k.endswith("_3")}
     pipe = DiffusionPipeline.from_pretrained(str(model_dir), torch_dtype=torch.float32, **missing)
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -66,8 +66,27 @@ def build_random_sdxl(out_dir: str | Path, seed: int = 0) -> Path:
     return out
 
 
-def build_random_sd3(out_dir: str | Path, seed: int = 0) -> Path:
-    """A random-weight StableDiffusion3Pipeline without T5 (as the pipeline allows) saved with save_pretrained."""
+T5_WORDS = ["<pad>", "</s>", "<unk>"] + "a the red blue green yellow cube ball picture left of two over".split()
+TINY_T5 = {"d_model": 64, "d_ff": 37, "d_kv": 8, "num_layers": 1, "num_heads": 4, "vocab_size": 32,
+           "pad_token_id": 0, "eos_token_id": 1}  # d_model = the transformer's joint_attention_dim
+
+
+def _t5() -> tuple[Any, Any]:
+    """A tiny T5 encoder and a Unigram T5TokenizerFast over a few words (no sentencepiece file needed)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import T5Config, T5EncoderModel, T5TokenizerFast
+
+    tok = Tokenizer(models.Unigram([(w, -float(i)) for i, w in enumerate(T5_WORDS)], unk_id=2))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    tokenizer = T5TokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                                extra_ids=0)
+    return T5EncoderModel(T5Config(**TINY_T5)), tokenizer
+
+
+def build_random_sd3(out_dir: str | Path, seed: int = 0, t5: bool = False) -> Path:
+    """A random-weight StableDiffusion3Pipeline saved with save_pretrained; without T5 unless `t5`
+    (the pipeline allows both: zeros stand in for T5's states when it is absent)."""
     import torch
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, \
         StableDiffusion3Pipeline
@@ -77,9 +96,10 @@ def build_random_sd3(out_dir: str | Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     tokenizer = _tokenizer(out.parent / f".{out.name}-tokenizer")
     encoders = [CLIPTextModelWithProjection(CLIPTextConfig(**TINY_CLIP)) for _ in range(2)]
+    encoder_3, tokenizer_3 = _t5() if t5 else (None, None)
     pipe = StableDiffusion3Pipeline(
         transformer=SD3Transformer2DModel(**TINY_SD3_TRANSFORMER), vae=AutoencoderKL(**TINY_VAE, **SD3_VAE_EXTRA),
-        text_encoder=encoders[0], text_encoder_2=encoders[1], text_encoder_3=None, tokenizer=tokenizer,
-        tokenizer_2=tokenizer, tokenizer_3=None, scheduler=FlowMatchEulerDiscreteScheduler(**SD3_SCHEDULER))
+        text_encoder=encoders[0], text_encoder_2=encoders[1], text_encoder_3=encoder_3, tokenizer=tokenizer,
+        tokenizer_2=tokenizer, tokenizer_3=tokenizer_3, scheduler=FlowMatchEulerDiscreteScheduler(**SD3_SCHEDULER))
     pipe.save_pretrained(out)
     return out
