@@ -181,3 +181,17 @@ def test_flux_and_unknown_pipelines_are_refused_in_one_sentence(tmp_path):
         with pytest.raises(DiscffError) as info:
             load_sd(str(folder))
         assert words in str(info.value) and "StableDiffusion3Pipeline" in str(info.value)
+
+
+def test_a_denoiser_without_text_image_attention_refuses_the_attention_term(tmp_path, sample_image):
+    from discff_cli.engine.scorer import load_scorer
+    from discff_cli.errors import DiscffError
+    from training.sd_configs import build_random_sd, sd21_configs
+
+    configs = sd21_configs("tiny")
+    configs["unet"].update(down_block_types=["DownBlock2D"] * 4, up_block_types=["UpBlock2D"] * 4,
+                           mid_block_type=None)
+    scorer = load_scorer(str(build_random_sd(tmp_path / "no-attn", configs)), CONFIG)
+    assert np.isfinite(scorer.read_pairs([sample_image], [TEXTS[0]], ["denoise"]).score("denoise")).all()
+    with pytest.raises(DiscffError, match="no text-image attention layers.*--score denoise"):
+        scorer.read_pairs([sample_image], [TEXTS[0]], ["attention"])

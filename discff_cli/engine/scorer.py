@@ -221,6 +221,11 @@ class Scorer:
         self._ensure_installed()
         conditions = list(conditions or self.conditions)
         want_attention, want_empty = needs(list(families))
+        if want_attention and not self.layer_names:
+            from discff_cli.errors import DiscffError
+
+            raise DiscffError(f"'{self.parts.name}' has no text-image attention layers, so it has no attention term "
+                              f"and cannot give the {', '.join(families)} score(s); use --score denoise.")
         n_pairs, n_cond = latents.shape[0], len(conditions)
         items = [(p, c) for p in range(n_pairs) for c in range(n_cond)]
         noise = {c.timestep: self.noise_for(c.timestep) for c in conditions}
