@@ -57,3 +57,12 @@ def test_a_weights_only_file_loads_without_deltas_and_refuses_another_grid(tiny_
     assert all(proc.delta_k is None for proc in fresh.processors.values())
     with pytest.raises(DiscffError, match="--steps"):
         apply_deltas_file(Scorer(tiny_parts, EngineConfig(steps=3, levels=(0.3, 0.7), device="cpu")), path)
+
+
+def test_no_prompt_deltas_without_timestep_weights_is_refused_before_loading(tmp_path):
+    from conftest_index import run_cli
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"image": "a.png", "text": "a red picture", "negative_texts": ["a blue picture"]}\n')
+    result = run_cli("tune", pairs, "--model", tmp_path / "no-such-model", "--no-prompt-deltas")
+    assert result.exit_code != 0 and "add --timestep-weights" in result.output and "Traceback" not in result.output
