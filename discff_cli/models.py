@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +19,16 @@ from index.hub import hub_reachable
 ASSETS = Path(__file__).parent / "assets"
 DEMO_MODEL_DIR = ASSETS / "demo" / "diffusion"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-SUBFOLDERS = ("vae", "unet", "text_encoder", "tokenizer", "scheduler")
 
 
 @dataclass
 class SDParts:
-    """The pieces of a Stable Diffusion pipeline the engine needs (no safety checker, no sampler loop)."""
+    """The pieces of a diffusion pipeline the engine needs (no safety checker, no sampler loop).
+
+    `unet` is the denoiser whatever its kind: the U-Net of SD 1/2 and SDXL, SD3's MMDiT
+    transformer. `tokenizer`/`text_encoder` are the first of `tokenizers`/`text_encoders`
+    (SDXL has two, SD3 three; SD3's T5 may be None, as its pipeline allows).
+    """
 
     name: str
     vae: Any
@@ -33,6 +37,14 @@ class SDParts:
     text_encoder: Any
     scheduler: Any
     fingerprint: str
+    family: str = "sd"                        # engine/families: sd | sdxl | sd3
+    tokenizers: tuple = ()
+    text_encoders: tuple = ()
+    pipeline_config: dict = field(default_factory=dict)  # model_index.json (e.g. force_zeros_for_empty_prompt)
+
+    def __post_init__(self) -> None:
+        self.tokenizers = tuple(self.tokenizers) or (self.tokenizer,)
+        self.text_encoders = tuple(self.text_encoders) or (self.text_encoder,)
 
     @property
     def vae_scale_factor(self) -> int:
@@ -40,7 +52,7 @@ class SDParts:
 
     @property
     def resolution(self) -> int:
-        """Pixel size the U-Net was trained at (512 for SD 2.1-base)."""
+        """Pixel size the denoiser was trained at (512 for SD 2.1-base, 1024 for SDXL and SD3)."""
         return int(self.unet.config.sample_size) * self.vae_scale_factor
 
 
@@ -55,30 +67,37 @@ def _is_hub_id(name: str) -> bool:
 
 
 def _check_local_dir(path: Path, name: str) -> None:
+    from discff_cli.model_index import components, family_of, read_local_index
+
     if not path.is_dir():
         raise DiscffError(f"Model directory '{name}' does not exist; pass --model with a diffusers-format directory, "
                           "a hub id, or 'demo'.")
-    missing = [sub for sub in SUBFOLDERS if not (path / sub).is_dir()]
+    index = read_local_index(path)
+    parts = components(index, family_of(index, name))
+    missing = [sub for sub, _ in parts if not (path / sub).is_dir()]
     if missing:
         raise DiscffError(f"'{name}' is not a diffusers Stable Diffusion directory: it has no {', '.join(missing)} "
                           "subfolder(s).")
-    _check_part_files(path, name)
+    _check_part_files(path, name, [sub for sub, _ in parts])
 
 
-CONFIGS = {"vae": "config.json", "unet": "config.json", "text_encoder": "config.json",
-           "scheduler": "scheduler_config.json", "tokenizer": "tokenizer_config.json"}
+def _config_file(sub: str) -> str:
+    kind = sub.rstrip("_0123456789")
+    return {"scheduler": "scheduler_config.json", "tokenizer": "tokenizer_config.json"}.get(kind, "config.json")
 
 
-def _check_part_files(path: Path, name: str) -> None:
+def _check_part_files(path: Path, name: str, subs: list[str]) -> None:
     """Each part's config parses and each weights file is whole, before diffusers reads any of them."""
     from index.model_files import json_problem, weights_problem
 
-    for sub, config in CONFIGS.items():
-        file = path / sub / config
-        why = json_problem(file) if (file.exists() or sub != "tokenizer") else None
+    for sub in subs:
+        file = path / sub / _config_file(sub)
+        why = json_problem(file) if (file.exists() or not sub.startswith("tokenizer")) else None
         if why:
             raise DiscffError(f"Model '{name}' is broken: '{file}' {why}; restore it or pass another --model.")
-    for sub in ("vae", "unet", "text_encoder"):
+    for sub in subs:
+        if sub.startswith(("tokenizer", "scheduler")):
+            continue
         problem = weights_problem(path / sub)
         if problem:
             raise DiscffError(f"Model '{name}' is broken: '{problem[0]}' {problem[1]}; restore it or pass another "
@@ -86,7 +105,10 @@ def _check_part_files(path: Path, name: str) -> None:
 
 
 def load_sd(name: str, device: str = "cpu", dtype: Any = None) -> SDParts:
-    """Load VAE, U-Net, tokenizer, text encoder and DDIM scheduler, frozen and in eval mode."""
+    """Load VAE, denoiser, tokenizers, text encoders and scheduler, frozen and in eval mode.
+
+    The family (SD 1/2, SDXL, SD3) comes from the pipeline's model_index.json (model_index.py).
+    """
     source = resolve_model(name)
     local = Path(source).expanduser()
     if not _is_hub_id(source):
@@ -101,12 +123,19 @@ def load_sd(name: str, device: str = "cpu", dtype: Any = None) -> SDParts:
             raise OSError("the model hub is unreachable")
         return _load_from(source, name, device, dtype, local_only=False)
     except OSError as exc:
-        raise MissingModelError(
-            f"Stable Diffusion weights for '{name}' are not on this machine and could not be downloaded ({exc}); "
-            f"on a machine with network run `hf download {name}` (huggingface_hub's CLI) and copy "
-            f"'{hub_cache_dir(name)}' to the same path here, or pass --model /path/to/a/diffusers/directory "
-            "(or --model demo for the bundled model, to try discff first)."
-        ) from None
+        raise MissingModelError(missing_weights_hint(name, exc)) from None
+
+
+def missing_weights_hint(name: str, exc: Exception) -> str:
+    """One sentence: what is missing, the command that fetches it, where it must land, the alternatives."""
+    from discff_cli.engine.config import DEFAULT_MODEL, DEFAULT_MODEL_NOTE
+
+    note = f" ({DEFAULT_MODEL_NOTE})" if name == DEFAULT_MODEL else ""
+    return (f"Diffusion weights for '{name}'{note} are not on this machine and could not be downloaded ({exc}); "
+            f"on a machine with network run `hf download {name}` (the CLI of huggingface_hub, which discff installs; "
+            f"elsewhere `pip install -U huggingface_hub`) and copy '{hub_cache_dir(name)}' to the same path here, "
+            "or pass --model /path/to/a/diffusers/directory (or --model demo for the bundled model, to try discff "
+            "first).")
 
 
 def hub_cache_dir(repo: str) -> str:
@@ -129,24 +158,56 @@ def _load_from(source: str, name: str, device: str, dtype: Any, local_only: bool
 
 def _load_parts(source: str, name: str, device: str, dtype: Any, common: dict) -> SDParts:
     import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
 
+    from discff_cli.model_index import component_class, components, family_of
+
+    index = _pipeline_index(source, common)
+    family = family_of(index, name)
     # Loaded in fp32 and fingerprinted before the cast, so deltas tuned on a CPU (fp32) are accepted
     # on a GPU (bf16) and the other way round: the fingerprint names the weights, not their dtype.
-    fp32 = torch.float32
     load = _part_loader(source, name)
-    vae = load("vae", lambda: AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=fp32, **common))
-    unet = load("unet", lambda: UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=fp32,
-                                                                      **common))
-    text_encoder = load("text_encoder", lambda: CLIPTextModel.from_pretrained(source, subfolder="text_encoder",
-                                                                              torch_dtype=fp32, **common))
-    tokenizer = load("tokenizer", lambda: CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **common))
-    scheduler = load("scheduler", lambda: DDIMScheduler.from_pretrained(source, subfolder="scheduler", **common))
-    fingerprint = weights_fingerprint({"unet": unet, "text_encoder": text_encoder})
-    for module in (vae, unet, text_encoder):
-        module.requires_grad_(False).eval().to(device, dtype)
-    return SDParts(name, vae, unet, tokenizer, text_encoder, scheduler, fingerprint)
+    loaded = {}
+    for sub, _ in components(index, family):
+        cls = component_class(index, sub, family)
+        kwargs = {} if sub.startswith(("tokenizer", "scheduler")) else {"torch_dtype": torch.float32}
+        loaded[sub] = load(sub, lambda: cls.from_pretrained(source, subfolder=sub, **kwargs, **common))
+    if family == "sd3" and "tokenizer_3" not in loaded:
+        loaded["text_encoder_3"] = None  # the pipeline runs without T5 (zeros in its place)
+    return _assemble(name, family, loaded, index, device, dtype)
+
+
+def _pipeline_index(source: str, common: dict) -> dict:
+    """model_index.json of a local directory or (cached) hub repo; {} for an older export without one."""
+    from discff_cli.model_index import read_local_index
+
+    if Path(source).expanduser().is_dir():
+        return read_local_index(Path(source).expanduser())
+    from huggingface_hub import hf_hub_download
+
+    try:
+        file = hf_hub_download(source, "model_index.json", local_files_only=common["local_files_only"])
+    except OSError:
+        raise
+    except Exception as exc:  # huggingface_hub's not-found errors are not all OSErrors
+        raise OSError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+    return read_local_index(Path(file).parent)
+
+
+def _assemble(name: str, family: str, loaded: dict, index: dict, device: str, dtype: Any) -> SDParts:
+    """SDParts from the loaded components, fingerprinted, frozen and cast."""
+    from discff_cli.engine.families import family_for
+
+    denoiser = loaded.get("unet", loaded.get("transformer"))
+    encoders = tuple(loaded.get(k) for k in ("text_encoder", "text_encoder_2", "text_encoder_3") if k in loaded)
+    tokenizers = tuple(loaded.get(k) for k in ("tokenizer", "tokenizer_2", "tokenizer_3") if k in loaded)
+    config = {k: v for k, v in index.items() if not isinstance(v, list)}
+    parts = SDParts(name, loaded["vae"], denoiser, tokenizers[0], encoders[0], loaded["scheduler"], "", family,
+                    tokenizers, encoders, config)
+    parts.fingerprint = weights_fingerprint(family_for(parts).fingerprint_modules())
+    for module in (parts.vae, denoiser, *encoders):
+        if module is not None:
+            module.requires_grad_(False).eval().to(device, dtype)
+    return parts
 
 
 def _part_loader(source: str, name: str):

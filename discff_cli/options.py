@@ -95,7 +95,8 @@ def engine_options(model_default: str | None = DEFAULT_MODEL,
     `grid_defaults` ({"steps": 5, "levels": "1.0"}) lets the demo default to a grid a CPU runs in minutes.
     """
     grid = {"steps": 10, "levels": ",".join(str(s) for s in DEFAULT_LEVELS), **(grid_defaults or {})}
-    model_help = "Stable Diffusion: hub id, local diffusers directory, or 'demo'"
+    model_help = ("Diffusion model, SD 1.x/2.x, SDXL or SD3/SD3.5 in diffusers format: hub id, local directory, or "
+                  "'demo' (the default is SD 2.1-base as mirrored by sd2-community)")
     options = [
         click.option("--model", envvar="DISCFF_MODEL", default=model_default, show_default=model_default is not None,
                      help=model_help + " [env DISCFF_MODEL]"),

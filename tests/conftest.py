@@ -35,3 +35,27 @@ def sample_image(tmp_path):
     rng = np.random.RandomState(0)
     Image.fromarray((rng.rand(72, 64, 3) * 255).astype("uint8")).save(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_dir(tmp_path_factory):
+    """A random-weight StableDiffusionXLPipeline saved with save_pretrained (training/family_configs.py)."""
+    from training.family_configs import build_random_sdxl
+
+    return build_random_sdxl(tmp_path_factory.mktemp("tiny-sdxl") / "model", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd3_dir(tmp_path_factory):
+    """A random-weight StableDiffusion3Pipeline (no T5) saved with save_pretrained."""
+    from training.family_configs import build_random_sd3
+
+    return build_random_sd3(tmp_path_factory.mktemp("tiny-sd3") / "model", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd3_t5_dir(tmp_path_factory):
+    """The same, with a tiny T5 encoder and tokenizer as the third text encoder."""
+    from training.family_configs import build_random_sd3
+
+    return build_random_sd3(tmp_path_factory.mktemp("tiny-sd3-t5") / "model", seed=0, t5=True)

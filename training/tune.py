@@ -42,6 +42,8 @@ class TuneConfig:
     negatives_per_line: int = 1   # stated triplets drawn per line and epoch; 0 = all of them
     head_weighting: bool = True
     checkpoint_every: int = 20    # steps between resume checkpoints
+    prompt_deltas: bool = True    # False: no deltas are trained (timestep weights alone)
+    timestep_weights: bool = False  # fit per-condition weights after the deltas (training/timestep_weights.py)
 
 
 @dataclass
@@ -65,6 +67,7 @@ class TuneResult:
     n_val_triplets: int
     wall_s: float
     interrupted: bool = False
+    timestep_weights: dict | None = None  # training/timestep_weights.py report, with --timestep-weights
 
 
 def checkpoint_path(out: str | Path) -> Path:
@@ -139,9 +142,11 @@ class Tuner:
         self.val_triplets = split.val_triplets
         everything = td.epoch_triplets(examples, examples, random.Random(0)) + self._all_sampling_candidates(examples)
         self.cache = PairCache(scorer, everything + self.val_triplets)
-        self.params = attach_deltas(scorer, config.rank, config.seed)
-        self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
-        self.heads = HeadWeighting(scorer) if config.head_weighting else None
+        self.params = attach_deltas(scorer, config.rank, config.seed) if config.prompt_deltas else []
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay) \
+            if self.params else None
+        self.heads = HeadWeighting(scorer) if config.head_weighting and config.prompt_deltas else None
+        self.timestep_report: dict | None = None
         self.state = TuneState()
 
     @staticmethod
@@ -189,7 +194,7 @@ class Tuner:
             if not self.state.curve:
                 report({"phase": "validate", "epoch": 0})
                 report({"phase": "epoch", **self.validate(0, None)})  # the zero-shot starting point
-            while self.state.epoch < self.config.epochs:
+            while self.config.prompt_deltas and self.state.epoch < self.config.epochs:
                 batches = self.epoch_batches(self.state.epoch)
                 for index in range(self.state.step, len(batches)):
                     if stop_after is not None and done_now >= stop_after:
@@ -220,7 +225,7 @@ class Tuner:
     def _result(self, start: float, interrupted: bool = False) -> TuneResult:
         best = self.state.best or {"epoch": None}
         return TuneResult(self.out, list(self.state.curve), best["epoch"], self.n_train_triplets(),
-                          len(self.val_triplets), time.monotonic() - start, interrupted)
+                          len(self.val_triplets), time.monotonic() - start, interrupted, self.timestep_report)
 
     def n_train_triplets(self) -> int:
         return sum(len(b) for b in self.epoch_batches(0))
@@ -231,6 +236,8 @@ class Tuner:
         """The best deltas (by validation accuracy, then loss) or the last ones when nothing is held out."""
         if self.val_triplets and self.state.best is not None:
             load_delta_tensors(self.scorer, self.state.best["tensors"], self.config.rank)
+        if self.config.timestep_weights:
+            self.timestep_report = self.fit_timestep_weights()
         best = self.state.best or {}
         save_deltas_file(self.out, self.scorer, self.config.rank, {
             "tune_config": asdict(self.config),
@@ -240,7 +247,21 @@ class Tuner:
             "best_epoch": best.get("epoch"),
             "n_train_triplets": self.n_train_triplets(),
             "n_val_triplets": len(self.val_triplets),
+            "timestep_weights": self.timestep_report,
         })
+
+    def fit_timestep_weights(self) -> dict:
+        """Per-condition weights fitted on every epoch's training triplets under the kept deltas."""
+        from training.timestep_weights import tune_condition_weights
+
+        seen, train = set(), []
+        for epoch in range(self.config.epochs):
+            for triplet in (t for batch in self.epoch_batches(epoch) for t in batch):
+                key = ((triplet.image, triplet.text), triplet.negative_pair)
+                if key not in seen:
+                    seen.add(key)
+                    train.append(triplet)
+        return tune_condition_weights(self.scorer, self.cache, train, self.val_triplets)
 
     def _identity(self) -> dict:
         return {"fingerprint": self.scorer.parts.fingerprint, "train_digest": self.digest,
@@ -251,7 +272,8 @@ class Tuner:
         path.parent.mkdir(parents=True, exist_ok=True)
         state = asdict(self.state)
         payload = {"format": CHECKPOINT_FORMAT, **self._identity(), "state": state,
-                   "deltas": delta_tensors(self.scorer), "optimizer": self.optimizer.state_dict(),
+                   "deltas": delta_tensors(self.scorer),
+                   "optimizer": self.optimizer.state_dict() if self.optimizer else {},
                    "importance": self.heads.importance if self.heads else {}}
         tmp = path.with_name(path.name + ".tmp")
         try:
@@ -274,10 +296,11 @@ class Tuner:
             raise DiscffError(f"Checkpoint '{path}' belongs to another run (model, training file or options differ); "
                               "re-run with the same options or without --resume.")
         load_delta_tensors(self.scorer, payload["deltas"], self.config.rank)
-        self.params = [p for proc in self.scorer.processors.values()
-                       for delta in (proc.delta_k, proc.delta_v) for p in delta.parameters()]
-        self.optimizer = torch.optim.AdamW(self.params, lr=self.config.lr, weight_decay=self.config.weight_decay)
-        self.optimizer.load_state_dict(payload["optimizer"])
+        if self.config.prompt_deltas:
+            self.params = [p for proc in self.scorer.processors.values()
+                           for delta in (proc.delta_k, proc.delta_v) for p in delta.parameters()]
+            self.optimizer = torch.optim.AdamW(self.params, lr=self.config.lr, weight_decay=self.config.weight_decay)
+            self.optimizer.load_state_dict(payload["optimizer"])
         if self.heads is not None:
             self.heads.importance = dict(payload["importance"])
         self.state = TuneState(**payload["state"])

@@ -42,7 +42,7 @@ def run_diffusion(model: str, config, scores: tuple[str, ...], deltas: str | Non
 
     Every family is read from the same U-Net passes (engine/scores.py), so the columns differ
     only by how those outputs are read; the deltas go on after the zero-shot passes, so the tuned
-    columns share latents, text states and noise and differ only by the deltas."""
+    columns share latents, text states and noise and differ only by the deltas (or timestep weights)."""
     from discff_cli.engine.deltas import apply_deltas, read_compatible_deltas
     from discff_cli.engine.scorer import load_scorer
 
@@ -60,6 +60,11 @@ def run_diffusion(model: str, config, scores: tuple[str, ...], deltas: str | Non
 
 def _score_families(scorer, model: str, config, scores: tuple[str, ...], deltas: str | None, suffix: str, table,
                     items, progress: bool, outcomes: dict, systems: dict) -> None:
+    """Fill `outcomes`/`systems` for each score through the one rank path (evaluation.diffusion_outcomes).
+
+    A weights-only deltas file changes no U-Net output, but its column is still read through that
+    path (the empty-prompt readings are cached; the conditional passes run again), so `--prune` and
+    the pass count mean the same in every column."""
     from discff_cli import evaluation as ev
 
     start = time.perf_counter()

@@ -32,6 +32,11 @@ DEFAULT_TRIPLETS_PER_STEP = 8
               help="Triplets drawn per line and epoch from the line's own negatives; 0 = all.")
 @click.option("--head-weighting/--no-head-weighting", default=True, show_default=True,
               help="Dynamic attention-head weighting (paper Eq. 7).")
+@click.option("--prompt-deltas/--no-prompt-deltas", default=True, show_default=True,
+              help="Learn prompt deltas; --no-prompt-deltas with --timestep-weights learns the weights alone.")
+@click.option("--timestep-weights", is_flag=True,
+              help="Also learn one weight per (timestep, level) condition of the grid (Jeong et al. 2025), fitted "
+                   "after the deltas and stored in the same file.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from the checkpoint next to --out.")
 @json_option
 def tune(pairs_jsonl: str, model: str, out: str, resume: bool, as_json: bool, **options: Any) -> None:
@@ -49,7 +54,9 @@ def tune(pairs_jsonl: str, model: str, out: str, resume: bool, as_json: bool, **
                           "negative on the full grid, so it does not apply to tune; use it with search or eval.")
     triplets_per_step = options.pop("batch_size") or DEFAULT_TRIPLETS_PER_STEP
     tune_keys = ("epochs", "rank", "margin", "lr", "weight_decay", "val_fraction", "negatives_per_line",
-                 "head_weighting")
+                 "head_weighting", "prompt_deltas", "timestep_weights")
+    if not options["prompt_deltas"] and not options["timestep_weights"]:
+        raise DiscffError("--no-prompt-deltas leaves nothing to learn; add --timestep-weights.")
     config = TuneConfig(batch_size=triplets_per_step, seed=options["seed"], **{k: options.pop(k) for k in tune_keys})
     engine = pop_engine_config({**options, "batch_size": 0})
     result = run_tune(pairs_jsonl, model, engine, config, out, resume, progress=True)  # stderr: --json stays clean
@@ -154,7 +161,8 @@ def untrained_note(result: Any, out: str) -> str:
 def _summary(result: Any, model: str, pairs_jsonl: str) -> dict:
     return {"out": str(result.out), "model": model, "train_file": pairs_jsonl, "interrupted": result.interrupted,
             "train_triplets": result.n_train_triplets, "val_triplets": result.n_val_triplets,
-            "best_epoch": result.best_epoch, "curve": result.curve, "wall_s": round(result.wall_s, 2)}
+            "best_epoch": result.best_epoch, "curve": result.curve, "timestep_weights": result.timestep_weights,
+            "wall_s": round(result.wall_s, 2)}
 
 
 def _print_curve(summary: dict) -> None:
@@ -168,3 +176,18 @@ def _print_curve(summary: dict) -> None:
              "best" if p["epoch"] == summary["best_epoch"] else "") for p in summary["curve"]]
     title = f"discff tune -> {summary['out']}" if not summary["interrupted"] else "discff tune (interrupted)"
     print_table(title, ["epoch", "train loss", "val acc", "val loss", ""], rows, ["right"] * 4 + ["left"])
+    weights = summary.get("timestep_weights")
+    if weights:
+        _print_weights(weights)
+
+
+def _print_weights(report: dict) -> None:
+    """The learned (timestep, level) weights and the accuracy they change, one row per condition."""
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.1f}%"
+
+    rows = [(t, f"{s:g}", f"{w:.3f}") for (t, s), w in zip(report["grid"], report["weights"])]
+    title = (f"timestep weights: train acc {pct(report['train_accuracy_uniform'])} -> "
+             f"{pct(report['train_accuracy_learned'])}, val acc {pct(report['val_accuracy_uniform'])} -> "
+             f"{pct(report['val_accuracy_learned'])}")
+    print_table(title, ["timestep", "level", "weight"], rows, ["right"] * 3)

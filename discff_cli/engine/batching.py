@@ -18,9 +18,22 @@ def per_item_bytes(unet: Any, latent_shape: tuple[int, int, int], dtype: torch.d
     and the attention logits; 48 such maps covers both on SD 2.1 with room to spare.
     """
     _, h, w = latent_shape
-    channels = int(unet.config.block_out_channels[0])
     bytes_per = torch.finfo(dtype).bits // 8
+    if "block_out_channels" not in unet.config:
+        return transformer_item_bytes(unet, h, w, bytes_per)
+    channels = int(unet.config.block_out_channels[0])
     return 48 * channels * h * w * bytes_per
+
+
+def transformer_item_bytes(transformer: Any, h: int, w: int, bytes_per: int) -> int:
+    """SD3's MMDiT: 48 token × width maps plus one head's [tokens, tokens] attention, per item.
+
+    SDPA never holds all heads' maps at once; the 333 text tokens are counted with the image's.
+    """
+    config = transformer.config
+    tokens = (h // int(config.patch_size)) * (w // int(config.patch_size)) + 333
+    width = int(config.num_attention_heads) * int(config.attention_head_dim)
+    return (48 * tokens * width + tokens * tokens) * bytes_per
 
 
 def auto_batch_size(unet: Any, latent_shape: tuple[int, int, int], device: torch.device, dtype: torch.dtype) -> int:

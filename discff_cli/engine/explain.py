@@ -149,7 +149,7 @@ def explain_pair(scorer: Any, image: Any, caption: str) -> Explanation:
     scorer._ensure_installed()
     latent = scorer.encode_images([image])[0]
     text, token_mask = scorer.encode_texts([caption])
-    empty, empty_mask = scorer.encode_texts([""])
+    empty, empty_mask = scorer.empty_state(), scorer.encode_texts([""])[1]
     words = caption_words(scorer.parts.tokenizer, caption)
     grid = tuple(latent.shape[-2:])
     capture = AttentionCapture(scorer, [p for _, tokens in words for p in tokens], grid)
@@ -187,10 +187,7 @@ def _position_errors(scorer: Any, noisy: torch.Tensor, eps: torch.Tensor, timest
         if record and token_mask is not None and scorer.config.mask_padding else None
     try:
         out = scorer.family.predict(noisy.to(scorer.device, scorer.dtype), timesteps.to(scorer.device),
-                                    context.expand(batch, -1, -1).to(scorer.device, scorer.dtype)) \
-            if hasattr(scorer, "family") else \
-            scorer.parts.unet(noisy.to(scorer.device, scorer.dtype), timesteps.to(scorer.device),
-                              encoder_hidden_states=context.expand(batch, -1, -1).to(scorer.device, scorer.dtype)).sample
+                                    context.expand(batch, -1, -1).to(scorer.device, scorer.dtype))
     finally:
         sink.active = was_active
     scorer.unet_passes += batch

@@ -65,6 +65,11 @@ class LSECrossAttnProcessor(torch.nn.Module):
         # Optional `hook(name, logits) -> logits` run on A before pooling; tuning uses it for Eq. 7.
         self.logit_hook: Any = None
 
+    @staticmethod
+    def context_projections(attn: Any) -> tuple[torch.nn.Linear, torch.nn.Linear]:
+        """The linear maps the prompt deltas are added to: attn2's key and value (W^k, W^v)."""
+        return attn.to_k, attn.to_v
+
     def project_kv(self, attn: Any, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """K and V with the prompt deltas added: (W + p)·c = W·c + p·c."""
         key, value = attn.to_k(context), attn.to_v(context)

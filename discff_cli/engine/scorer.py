@@ -17,9 +17,11 @@ import numpy as np
 import torch
 
 from discff_cli.engine.batching import auto_batch_size
+from discff_cli.engine.condition_weights import WeightedReadings, weights_for
 from discff_cli.engine.config import EngineConfig
-from discff_cli.engine.layers import cross_attention_layers, select_layers
-from discff_cli.engine.processor import LSECrossAttnProcessor, ScoreSink
+from discff_cli.engine.families import family_for
+from discff_cli.engine.layers import select_layers
+from discff_cli.engine.processor import ScoreSink
 from discff_cli.engine.scores import Readings, needs
 from discff_cli.models import SDParts, load_sd
 
@@ -61,26 +63,29 @@ class Scorer:
         self.device = device or next(parts.unet.parameters()).device
         self.dtype = next(parts.unet.parameters()).dtype
         self.sink = ScoreSink()
-        self.layer_names = cross_attention_layers(parts.unet)
+        self.family = family_for(parts)  # engine/families: SD 1/2, SDXL or SD3
+        self.layer_names = self.family.attention_layers()
         self.selected = select_layers(self.layer_names, config.layers)
         self.processors = self._install_processors()
         self.head_weights: dict[str, torch.Tensor] = {}  # layer -> [heads]; uniform when absent (tuning sets them)
+        self.condition_weights: dict[tuple[int, float], float] = {}  # (t, s) -> weight; uniform when empty
         self.conditions = self._conditions()
         self._latents: dict[str, torch.Tensor] = {}
         self._texts: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._empty: dict[tuple[bytes, int, float], float] = {}  # (latent key, t, s) -> e(x, ∅)
         self._empty_attention: dict[tuple[bytes, int, float], float] = {}  # (latent key, t, s) -> A(x, ∅)
+        self._empty_state: torch.Tensor | None = None
         self.weights_version = 0  # bumped by `invalidate` when deltas change the weights
         self.unet_passes = 0      # every U-Net item run, empty-prompt passes included
         self.empty_passes = 0     # of which under the empty prompt
 
     # ----- set-up -------------------------------------------------------------------------
 
-    def _install_processors(self) -> dict[str, LSECrossAttnProcessor]:
+    def _install_processors(self) -> dict[str, torch.nn.Module]:
         modules = dict(self.parts.unet.named_modules())
         processors = {}
         for name in self.layer_names:
-            proc = LSECrossAttnProcessor(name, self.sink, self.config.lse_lambda, record=name in self.selected)
+            proc = self.family.make_processor(name, self.sink, self.config.lse_lambda, name in self.selected)
             modules[name].set_processor(proc)
             processors[name] = proc
         return processors
@@ -93,12 +98,10 @@ class Scorer:
                 module.set_processor(proc)
 
     def _conditions(self) -> list[Condition]:
-        scheduler = self.parts.scheduler
         if self.config.timesteps:
             timesteps = list(self.config.timesteps)
         else:
-            scheduler.set_timesteps(self.config.steps)
-            timesteps = [int(t) for t in scheduler.timesteps]
+            timesteps = self.family.timesteps(self.config.steps)
         return [Condition(i, t, s) for i, t in enumerate(timesteps) for s in self.config.levels]
 
     @property
@@ -114,7 +117,8 @@ class Scorer:
     # ----- encoders (cached) --------------------------------------------------------------
 
     def encode_images(self, images: Sequence[ImageInput], keys: Sequence[str] | None = None) -> torch.Tensor:
-        """z = E(x).latent_dist.mean × scaling_factor, one VAE pass per distinct image.
+        """z = (E(x).latent_dist.mean − shift_factor) × scaling_factor, one VAE pass per distinct image
+        (shift_factor is 0 except for SD3's VAE, whose config sets it, as its pipeline subtracts it).
 
         `keys` are the images' content keys when the caller already has them (no second hash);
         an image that cannot be decoded raises index.imageio.ImageDecodeError."""
@@ -150,7 +154,9 @@ class Scorer:
             chunk = items[start:start + 8]
             with torch.inference_mode():
                 batch = torch.stack([p for _, p in chunk]).to(self.device, self.dtype)
-                latents = self.parts.vae.encode(batch).latent_dist.mean * self.parts.vae.config.scaling_factor
+                dist = self.parts.vae.encode(batch).latent_dist
+                shift = getattr(self.parts.vae.config, "shift_factor", None) or 0.0
+                latents = (dist.mean - shift) * self.parts.vae.config.scaling_factor
             for (key, _), z in zip(chunk, latents):
                 self._latents[key] = z.float().cpu()
 
@@ -163,11 +169,9 @@ class Scorer:
         """Text encoder hidden states [N, m, d] and the token mask [N, m] (True = real token)."""
         todo = [t for t in dict.fromkeys(texts) if t not in self._texts]
         if todo:
-            tok = self.parts.tokenizer(todo, padding="max_length", truncation=True,
-                                       max_length=self.parts.tokenizer.model_max_length, return_tensors="pt")
             with torch.inference_mode():
-                hidden = self.parts.text_encoder(tok.input_ids.to(self.device))[0]
-            for text, h, mask in zip(todo, hidden, tok.attention_mask.bool()):
+                hidden, masks = self.family.encode(todo, self.device)
+            for text, h, mask in zip(todo, hidden, masks):
                 self._texts[text] = (h.float().cpu(), mask)
         return (torch.stack([self._texts[t][0] for t in texts]), torch.stack([self._texts[t][1] for t in texts]))
 
@@ -208,7 +212,8 @@ class Scorer:
         n_pairs, n_cond = latents.shape[0], len(conditions)
         items = [(p, c) for p in range(n_pairs) for c in conditions]
         flat = self.read_items(items, latents, text_states, token_mask, families, progress)
-        return Readings(error=flat.error.view(n_pairs, n_cond), elements=flat.elements,
+        return WeightedReadings(error=flat.error.view(n_pairs, n_cond), elements=flat.elements,
+                        weights=weights_for(self.condition_weights, conditions),
                         **{name: None if value is None else value.view(n_pairs, n_cond)
                            for name, value in (("attention", flat.attention), ("empty_error", flat.empty_error),
                                                ("empty_attention", flat.empty_attention))})
@@ -218,6 +223,11 @@ class Scorer:
         """Readings of arbitrary (pair index, condition) items, each [len(items), 1]: what pruning asks for."""
         self._ensure_installed()
         want = needs(list(families))
+        if want.attention and not self.layer_names:
+            from discff_cli.errors import DiscffError
+
+            raise DiscffError(f"'{self.parts.name}' has no text-image attention layers, so it has no attention term "
+                              f"and cannot give the {', '.join(families)} score(s); use --score denoise.")
         items = list(items)
         noise = {c.timestep: self.noise_for(c.timestep) for _, c in items}
         attention, error = [], []
@@ -233,7 +243,9 @@ class Scorer:
             self.sink.active = True
         empty = self.empty_readings(latents, items, want.empty_attention) if want.empty else (None, None)
         column = (len(items), 1)
-        return Readings(error=torch.cat(error).view(column) if error else torch.zeros(column),
+        weights = weights_for(self.condition_weights, [c for _, c in items])
+        return WeightedReadings(error=torch.cat(error).view(column) if error else torch.zeros(column),
+                        weights=None if weights is None else weights.view(column),
                         attention=torch.cat(attention).view(column) if want.attention and attention else
                         (torch.zeros(column) if want.attention else None),
                         empty_error=None if empty[0] is None else empty[0].view(column),
@@ -248,21 +260,24 @@ class Scorer:
 
     def _noisy(self, latents: torch.Tensor, conds: list[Condition],
                noise: dict[int, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """z_t = √ᾱ_t·z + √(1−ᾱ_t)·(s·ε_t) for each (latent, condition); also s·ε_t and t."""
-        alphas = self.parts.scheduler.alphas_cumprod
-        timesteps = torch.tensor([c.timestep for c in conds])
-        a = alphas[timesteps].float().sqrt().view(-1, 1, 1, 1)
-        b = (1 - alphas[timesteps].float()).sqrt().view(-1, 1, 1, 1)
-        eps = torch.stack([noise[c.timestep] * c.level for c in conds])
-        return a * latents.to(eps.device) + b * eps, eps, timesteps
+        """The family's x_t for each (latent, condition) from s·ε_t, the prediction's target, and t.
 
-    def _unet_error(self, noisy: torch.Tensor, eps: torch.Tensor, timesteps: torch.Tensor,
+        SD 1/2 and SDXL: z_t = √ᾱ_t·z + √(1−ᾱ_t)·(s·ε_t); SD3: (1 − σ)·z + σ·(s·ε_t) (engine/families)."""
+        timesteps = torch.tensor([c.timestep for c in conds])
+        eps = torch.stack([noise[c.timestep] * c.level for c in conds])
+        noisy, target = self.family.noisy(latents, timesteps, eps)
+        return noisy, target, timesteps
+
+    def _unet_error(self, noisy: torch.Tensor, target: torch.Tensor, timesteps: torch.Tensor,
                     context: torch.Tensor) -> torch.Tensor:
-        """One batched U-Net call; returns ‖ε̂ − s·ε_t‖² per item (the processors fill the sink)."""
-        out = self.parts.unet(noisy.to(self.device, self.dtype), timesteps.to(self.device),
-                              encoder_hidden_states=context.to(self.device, self.dtype)).sample
+        """One batched denoiser call; ‖prediction − target‖² per item (the processors fill the sink).
+
+        The target is the family's training target: s·ε_t (ε-prediction), the v of v-prediction, or
+        SD3's flow velocity s·ε_t − z."""
+        out = self.family.predict(noisy.to(self.device, self.dtype), timesteps.to(self.device),
+                                  context.to(self.device, self.dtype))
         self.unet_passes += noisy.shape[0]
-        return (out.float() - eps.to(out.device)).pow(2).flatten(1).sum(dim=1).cpu()
+        return (out.float() - target.to(out.device)).pow(2).flatten(1).sum(dim=1).cpu()
 
     def _score_items(self, chunk: list[tuple[int, Condition]], latents: torch.Tensor, text_states: torch.Tensor,
                      token_mask: torch.Tensor | None,
@@ -307,7 +322,8 @@ class Scorer:
     def _compute_empty(self, todo: list[tuple[bytes, int, float]], latents: torch.Tensor,
                        row_of: dict[bytes, int], attention: bool) -> None:
         noise = {t: self.noise_for(t) for _, t, _ in todo}
-        empty_state, empty_mask = self.encode_texts([""])
+        empty_state = self.empty_state()
+        empty_mask = self.encode_texts([""])[1]
         was_active = self.sink.active
         self.sink.active = attention  # the empty prompt's attention term only when a score reads it
         try:
@@ -328,6 +344,13 @@ class Scorer:
                             self._empty_attention[key] = a
         finally:
             self.sink.active = was_active
+
+    def empty_state(self) -> torch.Tensor:
+        """The family's unconditional text state [1, rows, width] (SDXL: zeros), encoded once."""
+        if self._empty_state is None:
+            with torch.inference_mode():
+                self._empty_state = self.family.encode_empty(self.device)[0].float().cpu()
+        return self._empty_state
 
     def seed_empty_errors(self, latent: torch.Tensor, conditions: Sequence[tuple[int, float]],
                           values: Sequence[float], attention: Sequence[float] | None = None) -> None:
