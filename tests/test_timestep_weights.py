@@ -35,10 +35,12 @@ def test_weights_turn_the_mean_over_conditions_into_the_weighted_mean(tiny_parts
 
     scorer = Scorer(tiny_parts, GRID)
     texts = ["a red circle", "a blue square"]
-    per = scorer.read_pairs([sample_image] * 2, texts, ["denoise"]).score("denoise")
+    latents = scorer.encode_images([sample_image] * 2)
+    states, mask = scorer.encode_texts(texts)
+    per = scorer.read_conditions(latents, states, mask, families=["denoise"]).score("denoise")
     weights = torch.tensor([0.5, 1.5, 0.25, 1.75])
     scorer.condition_weights = {(c.timestep, c.level): float(w) for c, w in zip(scorer.conditions, weights)}
-    got = scorer.score_pairs([sample_image] * 2, texts)
+    got = np.asarray(scorer.rank([sample_image] * 2, texts, ["denoise"], prune=False).scores["denoise"])
     np.testing.assert_allclose(got, (per * weights).mean(dim=1).numpy(), rtol=1e-6)
     assert not np.allclose(got, per.mean(dim=1).numpy())
 
