@@ -1,6 +1,6 @@
 """Peak memory of `index build`'s per-file bookkeeping at N files: a first build and an update.
 
-    python benchmarks/build_records.py --files 10000000 --out training/results/index/build_records_10M.json
+    python benchmarks/build_records.py --files 10000000 --out docs/results/index/build_records_10M.json
 
 Scan and match only, no decoding: N synthetic camera-roll records (sorted, as the scan yields
 them) go through the builder's own sorted merge (index/plan.py) and its items writer

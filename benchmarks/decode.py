@@ -1,7 +1,7 @@
 """Decoding photos at the size the model needs: images/s per core, DCT-scaled vs full JPEG decode,
 and what it does to the index (recall@10 against a full-decode index of the same photos).
 
-    python benchmarks/decode.py --photos DIR --count 60 --out training/results/index/decode_dct_60.json
+    python benchmarks/decode.py --photos DIR --count 60 --out docs/results/index/decode_dct_60.json
 
 --photos: a folder of real photos (any size; e.g. scikit-image's sample data: astronaut,
 coffee, chelsea, motorcycle, rocket, retina, hubble). Each output photo is one of them cropped,

@@ -1,11 +1,11 @@
 """Do `discff explain`'s maps look where the caption's objects are? One command, on demo-world scenes:
 
-    python benchmarks/explain_masks.py --model demo --scenes 100 --out training/results/explain
+    python benchmarks/explain_masks.py --model demo --scenes 100 --out docs/results/explain
 
 Single-object scenes: share of the denoise map's positive mass inside the named object's mask,
 against the object's share of the image (chance). Two-object scenes: per colour and shape word,
 how often its attention map (DAAM) peaks on its own object rather than the other, and its share of
-attention mass on its own object (training/explain_masks.py). The maps are the product's own, under
+attention mass on its own object (training/demo_models/explain_masks.py). The maps are the product's own, under
 the engine options `discff score` takes (defaults: 10 DDIM steps x levels 0.2,0.4,0.6,0.8, seed 0).
 Prints the figures and writes `<out>/<name>.json` and `<out>/<name>.txt` (name: --name, default
 the model's folder name).
@@ -35,7 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--levels", default="0.2,0.4,0.6,0.8")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
-    p.add_argument("--out", default="training/results/explain", help="folder for the JSON and text record")
+    p.add_argument("--out", default="docs/results/explain", help="folder for the JSON and text record")
     p.add_argument("--name", default=None, help="record name (default: the model's folder name)")
     return p.parse_args(argv)
 

@@ -71,7 +71,7 @@ def sd3_flops(config: dict) -> int:
 
 
 def main() -> None:
-    from training.sd_configs import sd21_configs
+    from training.demo_models.sd_configs import sd21_configs
 
     sd21 = unet_flops(sd21_configs("full")["unet"], (77, 1024), added=False)
     rows = {"sd-2.1-base (512², 64² latent)": sd21,

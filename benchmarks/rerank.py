@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_sd21_random(args: argparse.Namespace) -> str:
     """An SD-2.1-base-shaped random-weight model in diffusers format (temp dir unless --keep-model)."""
-    from training.sd_configs import build_random_sd, sd21_configs
+    from training.demo_models.sd_configs import build_random_sd, sd21_configs
 
     sample = args.sample_size or (args.resolution // 8 if args.resolution else 16)
     out = Path(args.keep_model) if args.keep_model else Path(tempfile.mkdtemp(prefix="sd21-random-"))

@@ -1,6 +1,6 @@
 """Every score family side by side on the demo world, full grid and `--prune`: how the default is chosen.
 
-    python benchmarks/score_families.py --out training/results/eval/score_families [--model demo]
+    python benchmarks/score_families.py --out docs/results/eval/score_families [--model demo]
 
 One command, so it can be rerun whenever the demo diffusion model is retrained. Two measurements,
 both through the product's own code paths:
@@ -96,7 +96,7 @@ def evaluation(args: argparse.Namespace, config: Any) -> dict:
     from discff_cli.engine.config import SCORES
     from discff_cli.engine.scorer import load_scorer
     from discff_cli.eval_data import first_per_tag, load_items
-    from training.world_export import export_eval
+    from training.world.export import export_eval
 
     folder = Path(args.work) / "eval"
     export_eval(folder, n_per_tag=args.eval_per_tag)

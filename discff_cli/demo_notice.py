@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Iterable
 
-DEMO_SIDE = 64  # every demo-world scene is 64 x 64 pixels (training/world.py SIZE)
+DEMO_SIDE = 64  # every demo-world scene is 64 x 64 pixels (training/world/__init__.py SIZE)
 NOTICE = ("warning: the demo model knows only the demo world -- 4 colours (red, green, blue, yellow) x 3 shapes "
           "(circle, square, triangle) on a gray background; on other images its scores and maps mean little.")
 

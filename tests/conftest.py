@@ -13,7 +13,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def tiny_sd_dir(tmp_path_factory: pytest.TempPathFactory):
     """An SD-2.1-base-shaped model (16 attn2 layers) with tiny widths, saved as real weights would be."""
-    from training.sd_configs import build_random_sd
+    from training.demo_models.sd_configs import build_random_sd
 
     return build_random_sd(tmp_path_factory.mktemp("tiny-sd"), seed=0)
 
@@ -39,8 +39,8 @@ def sample_image(tmp_path):
 
 @pytest.fixture(scope="session")
 def tiny_sdxl_dir(tmp_path_factory):
-    """A random-weight StableDiffusionXLPipeline saved with save_pretrained (training/family_configs.py)."""
-    from training.family_configs import build_random_sdxl
+    """A random-weight StableDiffusionXLPipeline saved with save_pretrained (training/demo_models/family_configs.py)."""
+    from training.demo_models.family_configs import build_random_sdxl
 
     return build_random_sdxl(tmp_path_factory.mktemp("tiny-sdxl") / "model", seed=0)
 
@@ -48,7 +48,7 @@ def tiny_sdxl_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_sd3_dir(tmp_path_factory):
     """A random-weight StableDiffusion3Pipeline (no T5) saved with save_pretrained."""
-    from training.family_configs import build_random_sd3
+    from training.demo_models.family_configs import build_random_sd3
 
     return build_random_sd3(tmp_path_factory.mktemp("tiny-sd3") / "model", seed=0)
 
@@ -56,6 +56,6 @@ def tiny_sd3_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_sd3_t5_dir(tmp_path_factory):
     """The same, with a tiny T5 encoder and tokenizer as the third text encoder."""
-    from training.family_configs import build_random_sd3
+    from training.demo_models.family_configs import build_random_sd3
 
     return build_random_sd3(tmp_path_factory.mktemp("tiny-sd3-t5") / "model", seed=0, t5=True)

@@ -10,7 +10,7 @@ import pytest
 @pytest.fixture(scope="session")
 def world_eval_dir(tmp_path_factory) -> Path:
     """export-eval with 6 items per tag (single_object, three swap tags, winoground)."""
-    from training.world_export import export_eval
+    from training.world.export import export_eval
 
     out = tmp_path_factory.mktemp("world_eval")
     export_eval(out, n_per_tag=6)

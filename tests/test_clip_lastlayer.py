@@ -1,4 +1,4 @@
-"""`python -m training.clip_lastlayer`: the CLIP last-layer baseline on a 20-line demo-world few-shot file."""
+"""`python -m training.demo_models.clip_lastlayer`: the CLIP last-layer baseline on a 20-line demo-world few-shot file."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from conftest_eval import world_eval_all, world_eval_dir  # noqa: F401
 from discff_cli.cli import app
 from discff_cli.clip_resolve import resolve_clip
 from index.clip_model import WEIGHTS_FILE, load_clip
-from training.clip_lastlayer import SUMMARY_FILE, TRAINED, LastLayerConfig, main, run
-from training.world_export import export_fewshot
+from training.demo_models.clip_lastlayer import SUMMARY_FILE, TRAINED, LastLayerConfig, main, run
+from training.world.export import export_fewshot
 
 CONFIG = LastLayerConfig(epochs=6, lr=1e-2, val_fraction=0.2, batch_size=16)
 CONFIG_ARGS = ["--epochs", "6", "--lr", "1e-2", "--val-fraction", "0.2", "--batch-size", "16", "--device", "cpu"]

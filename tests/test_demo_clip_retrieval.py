@@ -7,7 +7,7 @@ import pytest
 
 from discff_cli.clip_resolve import load_clip_cli, resolve_clip
 from training import world as w
-from training.world_export import SINGLE_CAPTIONS
+from training.world.export import SINGLE_CAPTIONS
 
 N_ITEMS = 300
 

@@ -10,7 +10,7 @@ pytest.importorskip("torch")
 @pytest.mark.slow
 def test_generated_single_object_images_pass_the_world_checker(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from training.check_generation import DEFAULT_MODEL, generation_check, load_pipeline
+    from training.demo_models.check_generation import DEFAULT_MODEL, generation_check, load_pipeline
 
     pipe = load_pipeline(DEFAULT_MODEL, "cpu")
     metrics, samples = generation_check(pipe, n_single=8, n_two=0, steps=25, guidance=5.0, seed=0, batch=8)
@@ -24,7 +24,7 @@ def test_generation_is_reproducible_per_seed(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     import numpy as np
 
-    from training.check_generation import DEFAULT_MODEL, generate, load_pipeline
+    from training.demo_models.check_generation import DEFAULT_MODEL, generate, load_pipeline
 
     pipe = load_pipeline(DEFAULT_MODEL, "cpu")
     prompts = ["a red circle", "a blue square"]

@@ -189,7 +189,7 @@ def test_flux_and_unknown_pipelines_are_refused_in_one_sentence(tmp_path):
 def test_a_denoiser_without_text_image_attention_refuses_the_attention_term(tmp_path, sample_image):
     from discff_cli.engine.scorer import load_scorer
     from discff_cli.errors import DiscffError
-    from training.sd_configs import build_random_sd, sd21_configs
+    from training.demo_models.sd_configs import build_random_sd, sd21_configs
 
     configs = sd21_configs("tiny")
     configs["unet"].update(down_block_types=["DownBlock2D"] * 4, up_block_types=["UpBlock2D"] * 4,

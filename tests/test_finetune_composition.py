@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from training.finetune_composition import BUNDLED, CompositionConfig, Data, Run, pick_pair, train_step
+from training.demo_models.finetune_composition import BUNDLED, CompositionConfig, Data, Run, pick_pair, train_step
 from training.world import captions, hard_negatives, make_split
 
 

@@ -100,7 +100,7 @@ JSON_VALUES = st.recursive(
 def test_jsonl_readers_fail_only_with_a_numbered_sentence(lines, tmp_path):
     from discff_cli.errors import DiscffError
     from discff_cli.eval_data import load_items
-    from training.tune_data import read_examples
+    from training.tune.data import read_examples
 
     path = tmp_path / "prop.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8", errors="surrogatepass")

@@ -22,7 +22,7 @@ def _margins(seed: int, n: int = 60) -> torch.Tensor:
 
 
 def test_the_fit_moves_weight_to_the_informative_condition_and_gains_held_out_accuracy():
-    from training.timestep_weights import fit_weights
+    from training.tune.timestep_weights import fit_weights
 
     fit = fit_weights(_margins(0), _margins(1))
     assert fit.weights.mean().item() == pytest.approx(1.0, abs=1e-5) and (fit.weights > 0).all()

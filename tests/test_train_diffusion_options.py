@@ -23,7 +23,7 @@ torch = pytest.importorskip("torch")
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """20 U-Net steps, batch 16, tiny arch, frozen CLIP text: ~15 s on one busy CPU core."""
-    from training.train_diffusion import main
+    from training.demo_models.train_diffusion import main
 
     root = tmp_path_factory.mktemp("train-diffusion")
     before = torch.get_num_threads()
@@ -67,7 +67,7 @@ def test_saved_text_encoder_is_the_frozen_demo_clip_penultimate_layer(tiny_run):
     """What the U-Net was conditioned on is exactly open_clip's own states, before and after training."""
     from transformers import CLIPTextModel
 
-    from training.clip_text_export import max_abs_difference
+    from training.demo_models.clip_text_export import max_abs_difference
 
     te = CLIPTextModel.from_pretrained(str(tiny_run / "model"), subfolder="text_encoder", torch_dtype=torch.float32)
     assert te.config.num_hidden_layers == 1  # the demo CLIP's text tower has 2 layers
@@ -75,7 +75,7 @@ def test_saved_text_encoder_is_the_frozen_demo_clip_penultimate_layer(tiny_run):
 
 
 def test_export_refuses_a_tower_it_cannot_represent():
-    from training.clip_text_export import clip_text_config
+    from training.demo_models.clip_text_export import clip_text_config
 
     with pytest.raises(ValueError, match="no_causal_mask"):
         clip_text_config({"width": 64, "heads": 4, "layers": 2, "no_causal_mask": True})
@@ -84,8 +84,8 @@ def test_export_refuses_a_tower_it_cannot_represent():
 
 
 def test_curriculum_draws_the_asked_share_of_two_object_scenes():
-    from training.diffusion_model_configs import TrainConfig
-    from training.train_diffusion import SceneSampler, two_object_share
+    from training.demo_models.diffusion_model_configs import TrainConfig
+    from training.demo_models.train_diffusion import SceneSampler, two_object_share
     from training.world import make_split
 
     scenes = [e.scene for e in make_split("train", 40)]
@@ -109,7 +109,7 @@ def test_extra_phrasings_leave_the_test_split_and_its_negatives_alone():
 
 
 def test_sigterm_stops_training_cleanly_instead_of_killing_the_run():
-    from training.train_diffusion import StopFlag
+    from training.demo_models.train_diffusion import StopFlag
 
     with StopFlag() as stop:
         os.kill(os.getpid(), signal.SIGTERM)
@@ -120,7 +120,7 @@ def test_sigterm_stops_training_cleanly_instead_of_killing_the_run():
 def test_attention_metric_credits_a_map_on_the_named_object_and_not_a_flat_one():
     import numpy as np
 
-    from training.attention_tokens import soft_masks, token_metrics
+    from training.demo_models.attention_tokens import soft_masks, token_metrics
     from training.world import iter_split
 
     _, ex = next(iter_split("test", 1, 0, n_objects=2))
@@ -134,7 +134,7 @@ def test_attention_metric_credits_a_map_on_the_named_object_and_not_a_flat_one()
 
 
 def test_attention_analysis_runs_through_the_engine_on_a_trained_model(tiny_run, tmp_path, one_thread):  # noqa: F811
-    from training.attention_tokens import analyse
+    from training.demo_models.attention_tokens import analyse
 
     result = analyse(str(tiny_run / "model"), n=2, steps=1, levels=(0.5,), device="cpu", figure_rows=2, out=tmp_path)
     per_class = result["per_class"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from conftest_tune import write_images, write_jsonl
-from training.tune_data import Triplet, epoch_triplets, read_examples, split_examples
+from training.tune.data import Triplet, epoch_triplets, read_examples, split_examples
 
 
 def test_labelled_pairs_sharing_an_image_or_a_text_form_triplets(tmp_path):

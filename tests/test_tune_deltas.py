@@ -60,7 +60,7 @@ def test_saved_then_loaded_deltas_give_identical_scores_through_load_scorer(tiny
 
 
 def test_deltas_made_for_another_base_model_are_refused_with_one_sentence(tiny_sd_dir, sample_image, tmp_path):
-    from training.sd_configs import build_random_sd
+    from training.demo_models.sd_configs import build_random_sd
 
     scorer = load_scorer(str(tiny_sd_dir), fast_config())
     attach_deltas(scorer)

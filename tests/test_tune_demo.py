@@ -12,7 +12,7 @@ import json
 from click.testing import CliRunner
 
 from discff_cli.cli import app
-from training.world_export import export_eval, export_fewshot
+from training.world.export import export_eval, export_fewshot
 
 # The attention term: zero-shot it barely reads single objects on the demo model, so tuning has room to show.
 ENGINE = ["--model", "demo", "--steps", "1", "--levels", "0.5", "--device", "cpu", "--score", "attention"]

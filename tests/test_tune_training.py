@@ -12,7 +12,7 @@ from conftest_tune import colour_pairs, fast_config, one_thread  # noqa: F401
 from discff_cli.engine.processor import lse_pool
 from discff_cli.engine.scorer import Scorer
 from discff_cli.engine.deltas import detach_deltas, read_deltas_file
-from training.head_weighting import head_attribution, weights_from_importance
+from training.tune.head_weighting import head_attribution, weights_from_importance
 from training.tune import TuneConfig, Tuner, checkpoint_path
 
 

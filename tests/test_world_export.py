@@ -10,7 +10,7 @@ from pathlib import Path
 from PIL import Image
 
 from training import world as w
-from training.world_export import export_eval
+from training.world.export import export_eval
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -85,7 +85,7 @@ def test_export_fewshot_cli_writes_lines_with_images_next_to_it(tmp_path):
 
 
 def test_swaps_only_fewshot_keeps_two_object_scenes_and_their_three_swaps(tmp_path):
-    from training.world_export import export_fewshot
+    from training.world.export import export_fewshot
 
     n = export_fewshot(tmp_path / "swaps.jsonl", fraction=0.002, swaps_only=True)
     rows = _lines(tmp_path / "swaps.jsonl")

@@ -76,7 +76,7 @@ def tune(pairs_jsonl: str, model: str, out: str, resume: bool, as_json: bool, **
 def run_tune(pairs_jsonl: str, model: str, engine: Any, config: Any, out: str, resume: bool, progress: bool) -> Any:
     from discff_cli.engine.scorer import load_scorer
     from training.tune import Tuner, prepare_for_training
-    from training.tune_data import tuning_split
+    from training.tune.data import tuning_split
 
     # bad lines and unusable files fail before any model is loaded
     split = tuning_split(pairs_jsonl, config.val_fraction, config.seed, config.negatives_per_line)

@@ -6,7 +6,7 @@ whole grid is wasted work. Rounds:
 
 1. every candidate is scored on a coarse, evenly spread subset of the grid (1/8 of it, at least two
    conditions: on the demo's 5-condition grid a one-condition first round kept the full-grid top-1
-   on only 70–90% of gallery queries, training/results/eval/score_families.md);
+   on only 70–90% of gallery queries, docs/results/eval/score_families.md);
 2. while the leader is not settled, the best half survive (never fewer than two) and the
    evaluated subset doubles, the new conditions run for the survivors only;
 3. it stops when one candidate is left, the grid is exhausted, or the leader's mean lead over
