@@ -46,7 +46,7 @@ def test_stored_latents_give_identical_rerank_without_vae(tmp_path, tiny_sd_dir,
     with_store = _search(index)
     assert [r["path"] for r in with_store] == [r["path"] for r in without]
     for a, b in zip(with_store, without):
-        assert abs(a["rerank_score"] - b["rerank_score"]) < 5e-3  # float16 latents; diffusion_itm is a gap of plain norms
+        assert abs(a["rerank_score"] - b["rerank_score"]) < 3e-3  # float16 latents; diffusion_itm is on the norm scale
 
 
 def test_stored_empty_prompt_errors_spare_search_the_empty_prompt_passes(tmp_path, tiny_sd_dir):
@@ -69,4 +69,4 @@ def test_stored_empty_prompt_errors_spare_search_the_empty_prompt_passes(tmp_pat
     assert warm["stats"]["empty_prompt_passes"] == 0 and warm["stats"]["unet_passes"] == 4 * 40
     assert [r["path"] for r in warm["results"]] == [r["path"] for r in cold["results"]]
     for a, b in zip(warm["results"], cold["results"]):
-        assert abs(a["rerank_score"] - b["rerank_score"]) < 5e-3  # float16 latents; diffusion_itm is a gap of plain norms
+        assert abs(a["rerank_score"] - b["rerank_score"]) < 3e-3  # float16 latents; diffusion_itm is on the norm scale
