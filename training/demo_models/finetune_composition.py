@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.demo_models.train_diffusion import StopFlag, load_models, render_train_set, save_pipeline
+from training.demo_models.train_diffusion import StopFlag, open_log, load_models, render_train_set, save_pipeline
 
 BUNDLED = Path(__file__).resolve().parents[2] / "discff_cli" / "assets" / "demo" / "diffusion"
 SWAPS = ("attribute_swap", "shape_swap", "relation_swap")
@@ -311,18 +311,6 @@ def summarise_eval(doc: dict) -> dict:
 # ----------------------------------------------------------------------------- the loop
 
 
-def _logger(results: Path):
-    f = (results / "train_log.txt").open("a")
-
-    def log(msg: str) -> None:
-        line = f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {msg}"
-        print(line, flush=True)
-        f.write(line + "\n")
-        f.flush()
-
-    return log
-
-
 def _append_csv(path: Path, row: dict) -> None:
     new = not path.exists()
     with path.open("a", newline="") as f:
@@ -360,7 +348,7 @@ def train(cfg: CompositionConfig, run_dir: Path, results: Path, init_from: Path,
     torch.set_num_threads(threads)
     run_dir.mkdir(parents=True, exist_ok=True)
     results.mkdir(parents=True, exist_ok=True)
-    log = _logger(results)
+    log, _ = open_log(results, "a", "%Y-%m-%d %H:%M:%S")
     run = Run(cfg, init_from, run_dir, torch.device(device))
     resumed = run.load()
     log(f"{'resumed at step ' + str(run.step) if resumed else 'new run from ' + str(init_from)}; config {cfg.to_dict()}")

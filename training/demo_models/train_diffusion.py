@@ -442,11 +442,12 @@ def _write_curve(path: Path, rows: list[dict]) -> None:
 # ----------------------------------------------------------------------------- main
 
 
-def _logger(results: Path):
-    log_file = (results / "train_log.txt").open("w")
+def open_log(results: Path, mode: str = "w", stamp: str = "%H:%M:%S"):
+    """A log function that prints and appends to results/train_log.txt ("a": a resumed run keeps its history)."""
+    log_file = (results / "train_log.txt").open(mode)
 
     def log(msg: str) -> None:
-        line = f"[{time.strftime('%H:%M:%S')}] {msg}"
+        line = f"[{time.strftime(stamp)}] {msg}"
         print(line, flush=True)
         log_file.write(line + "\n")
         log_file.flush()
@@ -505,7 +506,7 @@ def train(cfg: TrainConfig, out: Path, results: Path, device_name: str, workers:
 
     t_start = time.time()
     results.mkdir(parents=True, exist_ok=True)
-    log, log_file = _logger(results)
+    log, log_file = open_log(results)
     device = torch.device(device_name)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
