@@ -77,14 +77,14 @@ def test_the_page_searches_switches_score_compares_orders_and_opens_a_map(served
             depth.send_keys("3")
             browser.find_element(By.ID, "rerank-on").click()  # a switch: searches again, reranked
             wait.until(lambda b: "U-Net passes" in status(b))
-            assert "reranked by denoise" in status(browser) and "fused with CLIP (zsum, weight 0.5)" in status(browser)
+            assert f"reranked by {DEFAULT_SCORE}" in status(browser) and "fused with CLIP (zsum, weight 0.5)" in status(browser)
             cards = browser.find_elements(By.CSS_SELECTOR, "#grid .card")
             assert len(cards) == 16 and all("fused" in c.text and DEFAULT_SCORE in c.text for c in cards[:3])
             assert [c.find_element(By.CLASS_NAME, "rank").text for c in cards[:3]] == ["#1", "#2", "#3"]
             moves = [c.find_element(By.CLASS_NAME, "clip-rank").text for c in cards[:3]]
             assert {m.split()[1] for m in moves} == {"#1", "#2", "#3"} and all(m[-1] in "↑↓=" or m[-2] in "↑↓"
                                                                               for m in moves)
-            assert "rerank=3" in browser.current_url and "score=denoise" in browser.current_url
+            assert "rerank=3" in browser.current_url and f"score={DEFAULT_SCORE}" in browser.current_url
 
             score.select_by_visible_text("attention")  # switching the score reranks again with it
             wait.until(lambda b: "reranked by attention" in status(b))
