@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest_index import run_cli, tiny_clip_dir  # noqa: F401
+
 
 def _photo(size=(2400, 1800), orientation: int | None = None) -> bytes:
     """A smooth photo-like JPEG (gradients and a few shapes) with optional EXIF orientation."""
@@ -56,3 +58,19 @@ def test_small_jpegs_and_no_target_decode_at_full_size():
     data = _photo((300, 200))
     assert decode(data, resize_to=224).image.size == (300, 200)  # short side 200 < 224: nothing to gain
     assert decode(_photo(), resize_to=None).image.size == (2400, 1800)
+
+
+def test_full_decode_flag_reaches_the_build_and_is_recorded(tmp_path, tiny_clip_dir):  # noqa: F811
+    """`index build --full-decode` turns DCT scaling off for that build (the manifest says which decode made it)."""
+    import json
+
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"p{i}.jpg").write_bytes(_photo((900 + 10 * i, 700)))
+    for flag, expected in (([], "dct-scaled"), (["--full-decode"], "full")):
+        index = tmp_path / f"idx-{expected}"
+        result = run_cli("index", "build", str(folder), "--index", str(index), "--clip", str(tiny_clip_dir), *flag)
+        assert result.exit_code == 0, result.output
+        assert json.loads((index / "manifest.json").read_text())["decode"] == expected
