@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    from discff_cli.benchmarks import load_benchmark
+    from discff_cli.evaluation.datasets import load_benchmark
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "aro"

@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
     from discff_cli.engine import prune
     from discff_cli.engine.config import EngineConfig
     from discff_cli.engine.scorer import Scorer, resolve_device
-    from discff_cli.models import load_sd
+    from discff_cli.engine.models import load_sd
 
     device = resolve_device(args.device)
     parts = load_sd(args.model, device=str(device), dtype=getattr(torch, args.dtype))

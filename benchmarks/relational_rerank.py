@@ -3,7 +3,7 @@
     python benchmarks/relational_rerank.py --model demo --images 1000 --queries 240 --rerank 20 \
         --json relational_rerank.json
 
-The same measurement as `discff demo` (discff_cli/gallery_eval.py), at a size a GPU makes cheap:
+The same measurement as `discff demo` (discff_cli/evaluation/gallery.py), at a size a GPU makes cheap:
 a gallery of demo-world test scenes indexed with the demo CLIP; every query is the caption of a
 two-object scene of the gallery ("a red square left of a blue circle"); it goes through the
 product's own pipeline (CLIP shortlist of --rerank, one set of U-Net passes read by every score,
@@ -44,11 +44,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from discff_cli import gallery_eval as ge
+    from discff_cli.evaluation.evaluate import gallery as ge
     from discff_cli.cli import app
     from discff_cli.commands.demo import write_gallery
     from discff_cli.engine.config import SCORES, EngineConfig
-    from discff_cli.pipeline import Fusion, Searcher
+    from discff_cli.search.pipeline import Fusion, Searcher
 
     root = Path(args.dir or tempfile.mkdtemp(prefix="relational-rerank-"))
     gallery = write_gallery(root / "images", args.images, args.seed)

@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
     from benchmarks.naive_reference import NaiveReference
     from discff_cli.engine.config import EngineConfig
     from discff_cli.engine.scorer import Scorer, default_dtype, resolve_device
-    from discff_cli.models import load_sd
+    from discff_cli.engine.models import load_sd
 
     device = resolve_device(args.device)
     dtype = default_dtype(device) if args.dtype == "auto" else getattr(torch, args.dtype)

@@ -49,12 +49,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def gallery(args: argparse.Namespace, config: Any) -> dict:
     """Full-grid and pruned reranks of the same gallery queries, every family."""
-    from discff_cli import gallery_eval as ge
+    from discff_cli.evaluation.evaluate import gallery as ge
     from discff_cli.cli import app
     from discff_cli.commands.demo import write_gallery
     from discff_cli.engine.config import SCORES
-    from discff_cli.fusion import DEFAULT_FUSION, DEFAULT_WEIGHT
-    from discff_cli.pipeline import Fusion, Searcher
+    from discff_cli.search.fusion import DEFAULT_FUSION, DEFAULT_WEIGHT
+    from discff_cli.search.pipeline import Fusion, Searcher
 
     root = Path(args.work) / "gallery"
     scenes = write_gallery(root / "images", args.images, args.seed)
@@ -83,7 +83,7 @@ def gallery(args: argparse.Namespace, config: Any) -> dict:
 
 def _top(record: Any, family: str) -> int:
     """The fused top-1 of one gallery query (shortlist position), as search would show it."""
-    from discff_cli.fusion import DEFAULT_FUSION, DEFAULT_WEIGHT, final_order
+    from discff_cli.search.fusion import DEFAULT_FUSION, DEFAULT_WEIGHT, final_order
 
     return final_order(record.clip_scores, record.scores[family], DEFAULT_FUSION, DEFAULT_WEIGHT)[0]
 
@@ -92,10 +92,10 @@ def evaluation(args: argparse.Namespace, config: Any) -> dict:
     """`discff eval` figures of every family, full grid and pruned, on a fresh export of the test split."""
     from dataclasses import replace
 
-    from discff_cli import evaluation as ev
+    from discff_cli.evaluation.evaluate import evaluate as ev
     from discff_cli.engine.config import SCORES
     from discff_cli.engine.scorer import load_scorer
-    from discff_cli.eval_data import first_per_tag, load_items
+    from discff_cli.evaluation.items import first_per_tag, load_items
     from training.world.export import export_eval
 
     folder = Path(args.work) / "eval"

@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from discff_cli.engine.config import DEFAULT_MODEL, EngineConfig
-from discff_cli.rerank import Fusion
+from discff_cli.search.rerank import Fusion
 
 __all__ = ["EngineConfig", "Fusion", "engine_config", "load_scorer", "open_index"]
 
@@ -41,7 +41,7 @@ def open_index(index_dir: str = ".discff", model: str | None = None, clip: str |
     returns a `SearchResult` (rows as `discff search --json` prints them, and their stats).
 
     `model` defaults to the one the index was built with; `settings` are EngineConfig fields."""
-    from discff_cli.pipeline import Searcher
+    from discff_cli.search.pipeline import Searcher
 
     return Searcher(index_dir, clip, model, deltas, config or engine_config(**settings), fusion)
 

@@ -131,7 +131,7 @@ def engine_options(model_default: str | None = DEFAULT_MODEL,
 
 def fusion_options(f: Callable) -> Callable:
     """--fusion and --fusion-weight: how the final order combines CLIP and the rerank score (fusion.py)."""
-    from discff_cli.fusion import DEFAULT_FUSION, DEFAULT_WEIGHT, FUSIONS
+    from discff_cli.search.fusion import DEFAULT_FUSION, DEFAULT_WEIGHT, FUSIONS
 
     f = click.option("--fusion-weight", type=click.FloatRange(0, 1), default=DEFAULT_WEIGHT, show_default=True,
                      help="Weight of the rerank score in the fusion (1 - weight goes to CLIP).")(f)

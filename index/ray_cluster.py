@@ -1,6 +1,6 @@
 """Starting or joining Ray for every `--ray [local|auto|ADDRESS]` option, in one place.
 
-`index build --ray` (index/ray_embed.py) and `search --queries FILE --ray` (discff_cli/ray_search.py)
+`index build --ray` (index/ray_embed.py) and `search --queries FILE --ray` (discff_cli/search/ray.py)
 take the same option and must mean the same thing by it: "local" starts Ray on this machine and
 stops it afterwards, also on error; "auto" joins the cluster in RAY_ADDRESS; anything else is a
 cluster address (ray://host:10001 or host:6379). It lives here, the lowest layer, because index/

@@ -20,7 +20,7 @@ def tiny_sd_dir(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="session")
 def tiny_parts(tiny_sd_dir):
-    from discff_cli.models import load_sd
+    from discff_cli.engine.models import load_sd
 
     return load_sd(str(tiny_sd_dir))
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from discff_cli.benchmarks import load_benchmark
+from discff_cli.evaluation.datasets import load_benchmark
 from discff_cli.errors import DiscffError
 
 from conftest_benchmarks import isolated_cache  # noqa: F401

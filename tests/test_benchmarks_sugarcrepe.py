@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from discff_cli.benchmarks import load_benchmark
+from discff_cli.evaluation.datasets import load_benchmark
 
 from conftest_benchmarks import isolated_cache  # noqa: F401
 from conftest_benchmarks import DEMO_CLIP, NO_MODELS, json_rows, run_eval, solid

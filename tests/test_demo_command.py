@@ -43,7 +43,7 @@ def test_demo_json_has_one_row_per_query_kind_and_system_with_paired_changes(tmp
 def assert_fits_80_columns(doc: dict) -> None:
     """In an 80-column terminal every demo table keeps every column, interval and p-value whole."""
     from discff_cli.commands.demo import report_tables
-    from discff_cli.render import table_lines
+    from discff_cli.render.output import table_lines
 
     for title, columns, rows in report_tables(doc):
         text, shortened = table_lines(title, columns, rows, None, 80)

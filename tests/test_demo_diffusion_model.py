@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from discff_cli.models import DEMO_MODEL_DIR, resolve_model
+from discff_cli.engine.models import DEMO_MODEL_DIR, resolve_model
 
 torch = pytest.importorskip("torch")
 

@@ -17,7 +17,7 @@ TEXTS = ["a blue circle above a yellow triangle", "a yellow circle above a blue 
 
 @pytest.fixture(scope="module")
 def demo_parts():
-    from discff_cli.models import DEMO_MODEL_DIR, load_sd
+    from discff_cli.engine.models import DEMO_MODEL_DIR, load_sd
 
     if not (DEMO_MODEL_DIR / "unet").is_dir():
         pytest.skip("the bundled demo model is not in this checkout")

@@ -140,7 +140,7 @@ def test_grid_is_the_ddim_schedule_times_the_levels(tiny_parts):
 
 def test_fingerprint_names_the_weights_not_their_dtype(tiny_sd_dir, tiny_parts):
     """Deltas tuned in fp32 on a CPU must be accepted by the same model loaded in bf16 on a GPU."""
-    from discff_cli.models import load_sd
+    from discff_cli.engine.models import load_sd
 
     half = load_sd(str(tiny_sd_dir), dtype=torch.bfloat16)
     assert next(half.unet.parameters()).dtype == torch.bfloat16

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from discff_cli.eval_data import IMAGE_TO_TEXTS, MATRIX, TEXT_TO_IMAGES, Item
-from discff_cli.evaluation import PairTable, choice_rank, item_outcomes, matrix_outcomes, summarise, wilson
+from discff_cli.evaluation.items import IMAGE_TO_TEXTS, MATRIX, TEXT_TO_IMAGES, Item
+from discff_cli.evaluation.evaluate import PairTable, choice_rank, item_outcomes, matrix_outcomes, summarise, wilson
 
 
 def test_choice_rank_counts_ties_against_the_answer():
@@ -72,7 +72,7 @@ def test_summary_rows_per_tag_then_all_with_chance_and_intervals():
 
 
 def test_mcnemar_exact_p_values():
-    from discff_cli.evaluation import mcnemar_exact
+    from discff_cli.evaluation.evaluate import mcnemar_exact
 
     assert mcnemar_exact(0, 0) == 1.0
     assert mcnemar_exact(5, 5) == 1.0
@@ -83,7 +83,7 @@ def test_mcnemar_exact_p_values():
 
 
 def test_paired_change_counts_items_won_and_lost_on_the_same_items():
-    from discff_cli.evaluation import paired_change
+    from discff_cli.evaluation.evaluate import paired_change
 
     before = [{"accuracy": a} for a in (True, True, False, False, False)]
     after = [{"accuracy": a} for a in (True, False, True, True, False)]

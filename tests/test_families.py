@@ -166,7 +166,7 @@ def test_a_pair_alone_scores_as_in_a_batch_and_the_seed_decides(model_dir, score
 
 
 def test_the_family_comes_from_model_index(tiny_sd_dir, tiny_sdxl_dir, tiny_sd3_dir):
-    from discff_cli.models import load_sd
+    from discff_cli.engine.models import load_sd
 
     assert [load_sd(str(d)).family for d in (tiny_sd_dir, tiny_sdxl_dir, tiny_sd3_dir)] == ["sd", "sdxl", "sd3"]
 
@@ -175,7 +175,7 @@ def test_flux_and_unknown_pipelines_are_refused_in_one_sentence(tmp_path):
     import json
 
     from discff_cli.errors import DiscffError
-    from discff_cli.models import load_sd
+    from discff_cli.engine.models import load_sd
 
     for name, words in (("FluxPipeline", "guidance-distilled"), ("KandinskyPipeline", "discff scores with")):
         folder = tmp_path / name

@@ -79,7 +79,7 @@ def test_pathological_json_is_a_numbered_line_error(command, line, why, tmp_path
 def test_print_json_never_prints_nan(capsys):
     import numpy as np
 
-    from discff_cli.render import print_json
+    from discff_cli.render.output import print_json
 
     print_json({"a": float("nan"), "b": [1.0, float("inf"), np.float32("nan")], "c": 2.5})
     out, err = capsys.readouterr()
@@ -99,7 +99,7 @@ JSON_VALUES = st.recursive(
 @given(lines=st.lists(st.one_of(st.text(max_size=40), JSON_VALUES.map(json.dumps)), min_size=1, max_size=5))
 def test_jsonl_readers_fail_only_with_a_numbered_sentence(lines, tmp_path):
     from discff_cli.errors import DiscffError
-    from discff_cli.eval_data import load_items
+    from discff_cli.evaluation.items import load_items
     from training.tune.data import read_examples
 
     path = tmp_path / "prop.jsonl"

@@ -87,7 +87,7 @@ def test_broken_open_clip_dir_is_one_sentence_naming_the_file(case, tiny_clip_di
 
 def test_missing_weights_hint_names_hf_download_the_cache_and_demo(monkeypatch):
     from discff_cli.errors import MissingModelError
-    from discff_cli.models import load_sd
+    from discff_cli.engine.models import load_sd
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(MissingModelError) as info:

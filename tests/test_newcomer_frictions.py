@@ -28,7 +28,7 @@ def search_doc(index_dir, *args):
 
 
 def test_results_carry_the_fused_score_that_decides_the_order(small_index):
-    from discff_cli.fusion import fuse
+    from discff_cli.search.fusion import fuse
 
     doc, _ = search_doc(small_index, "--top", "8", "--rerank", "6", *FAST)
     head = doc["results"][:6]
@@ -42,7 +42,7 @@ def test_results_carry_the_fused_score_that_decides_the_order(small_index):
 
 def test_search_table_fits_80_columns_with_whole_headers_and_marked_paths(small_index):
     from discff_cli.commands.search import results_table
-    from discff_cli.render import table_lines
+    from discff_cli.render.output import table_lines
 
     doc, _ = search_doc(small_index, "--top", "5", "--rerank", "3", *FAST)
     for row in doc["results"]:
@@ -61,7 +61,7 @@ def test_search_table_fits_80_columns_with_whole_headers_and_marked_paths(small_
 
 
 def test_scores_print_with_significant_digits_not_fixed_decimals():
-    from discff_cli.render import format_score
+    from discff_cli.render.output import format_score
 
     assert format_score(0.00012346) == "0.0001235" and format_score(-3.2e-06) == "-3.2e-06"
     assert format_score(4.21234) == "4.212" and format_score(-0.0) == "0" and format_score(None) == ""

@@ -85,7 +85,7 @@ def test_rerank_reorders_the_shortlist_by_engine_scores(built_index, tiny_sd_dir
 
 
 def test_default_search_fuses_the_rerank_score_with_clip(built_index):
-    from discff_cli.fusion import final_order
+    from discff_cli.search.fusion import final_order
 
     engine = ["--steps", "2", "--levels", "0.5", "--device", "cpu"]
     doc = search_json(built_index, "a red square", "--rerank", "6", *engine)

@@ -24,7 +24,7 @@ def _single(index_dir, query: str, *extra: str) -> dict:
 
 def test_jsonl_gives_each_query_the_document_single_search_gives(built_index, tmp_path, monkeypatch):
     import discff_cli.engine.scorer as scorer_module
-    import discff_cli.pipeline as pipeline
+    import discff_cli.search.pipeline as pipeline
 
     loads = {"clip": 0, "scorer": 0}
 

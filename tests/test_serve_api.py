@@ -218,7 +218,7 @@ def test_a_vanished_file_is_left_unreranked_and_the_rest_is_reranked(client):
 
 
 def test_the_service_keeps_serving_after_a_failed_rerank(client, monkeypatch):
-    from discff_cli.pipeline import Reranker
+    from discff_cli.search.pipeline import Reranker
 
     def broken(*args, **kwargs):
         raise RuntimeError("the U-Net ran out of memory")

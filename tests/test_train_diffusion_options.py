@@ -2,7 +2,7 @@
 
 One tiny run with every new option (frozen demo-CLIP text tower, two-object curriculum, extra
 phrasings, caption dropout, the bundled VAE, a deadline) must save a model that the engine's
-own loader (`discff_cli.models.load_sd`) loads and scores with, as a GPU run's output will be.
+own loader (`discff_cli.engine.models.load_sd`) loads and scores with, as a GPU run's output will be.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 
 from conftest_tune import one_thread  # noqa: F401
 from discff_cli.clip_resolve import DEMO_CLIP_DIR
-from discff_cli.models import DEMO_MODEL_DIR
+from discff_cli.engine.models import DEMO_MODEL_DIR
 
 torch = pytest.importorskip("torch")
 
@@ -42,7 +42,7 @@ def tiny_run(tmp_path_factory):
 def test_tiny_run_saves_a_model_the_engine_loads_and_scores_with(tiny_run, one_thread):  # noqa: F811
     from discff_cli.engine.config import EngineConfig
     from discff_cli.engine.scorer import Scorer
-    from discff_cli.models import load_sd
+    from discff_cli.engine.models import load_sd
     from training.world import make_split
 
     parts = load_sd(str(tiny_run / "model"))

@@ -64,7 +64,7 @@ def test_tables_keep_long_paths_whole_when_piped(tmp_path, tiny_clip_dir):
 
 
 def test_intervals_are_not_wrapped_and_info_has_no_empty_header(tmp_path, tiny_clip_dir, capsys):
-    from discff_cli.render import print_table
+    from discff_cli.render.output import print_table
 
     cells = [f"0.9{i}5 [0.94, 0.99]" for i in range(6)]
     print_table("eval", [f"system {i}" for i in range(6)], [cells], ["right"] * 6)

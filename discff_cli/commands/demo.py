@@ -3,7 +3,7 @@
 Writes a gallery of world test scenes, indexes it with the demo OpenCLIP model, then measures
 whether reranking beats CLIP on it: two-object and single-object queries, R@1, R@5 and the rank
 of the first true match for CLIP alone and after reranking with each score, each compared with
-CLIP on the same queries (discff_cli/gallery_eval.py). It says plainly when reranking does not help.
+CLIP on the same queries (discff_cli/evaluation/gallery.py). It says plainly when reranking does not help.
 
 The grid defaults to 5 DDIM steps x level 0.5 (not search's 10 x 4) so that 60 queries x 20
 candidates run in a few minutes on two CPU cores.
@@ -19,7 +19,7 @@ import click
 
 from discff_cli.engine.config import SCORES
 from discff_cli.options import engine_options, fusion_options, json_option, pop_engine_config
-from discff_cli.render import print_json, print_table
+from discff_cli.render.output import print_json, print_table
 
 DEMO_GRID = {"steps": 5, "levels": "0.5"}
 
@@ -77,10 +77,10 @@ def demo(directory: str, images: int, queries: int, rerank: int, fusion: str, fu
 
 def run_demo(root: Path, images: int, per_kind: int, rerank: int, fusion: str, weight: float, model: str, config,
              progress: bool) -> dict:
-    from discff_cli import gallery_eval as ge
+    from discff_cli.evaluation.evaluate import gallery as ge
     from discff_cli.cli import app
-    from discff_cli.evaluation import ProgressBar
-    from discff_cli.pipeline import Fusion, Searcher
+    from discff_cli.evaluation.evaluate import ProgressBar
+    from discff_cli.search.pipeline import Fusion, Searcher
 
     gallery = _write_gallery_checked(root, images, config.seed)
     click.echo(f"wrote {len(gallery)} demo-world images to {root / 'images'}", err=True)

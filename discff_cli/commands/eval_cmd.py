@@ -8,13 +8,13 @@ from pathlib import Path
 
 import click
 
-from discff_cli.benchmarks import benchmark_options, check_benchmark_options, load_benchmark
+from discff_cli.evaluation.datasets import benchmark_options, check_benchmark_options, load_benchmark
 from discff_cli.clip_resolve import DEFAULT_CLIP, load_clip_cli
 from discff_cli.engine.config import DEFAULT_MODEL
 from discff_cli.errors import DiscffError
-from discff_cli.eval_data import first_per_tag
+from discff_cli.evaluation.items import first_per_tag
 from discff_cli.options import deltas_option, engine_options, json_option, pop_engine_config
-from discff_cli.render import print_json, print_table
+from discff_cli.render.output import print_json, print_table
 
 TUNED = "_tuned"
 
@@ -27,7 +27,7 @@ def system_label(system: str) -> str:
 
 
 def run_clip(spec: str, device: str, table, items, progress: bool) -> tuple[list, dict]:
-    from discff_cli import evaluation as ev
+    from discff_cli.evaluation.evaluate import evaluate as ev
 
     clip = load_clip_cli(spec, device)
     start = time.perf_counter()
@@ -65,7 +65,7 @@ def _score_families(scorer, model: str, config, scores: tuple[str, ...], deltas:
     A weights-only deltas file changes no U-Net output, but its column is still read through that
     path (the empty-prompt readings are cached; the conditional passes run again), so `--prune` and
     the pass count mean the same in every column."""
-    from discff_cli import evaluation as ev
+    from discff_cli.evaluation.evaluate import evaluate as ev
 
     start = time.perf_counter()
     per_family, cost = ev.diffusion_outcomes(scorer, items, table, scores, progress=progress)
@@ -160,8 +160,8 @@ def eval_(file: str, clip_spec: str, no_clip: bool, no_diffusion: bool, max_per_
     benchmarks"). --model defaults to 'demo' with --clip demo, else to Stable
     Diffusion 2.1-base.
     """
-    from discff_cli import evaluation as ev
-    from discff_cli.eval_data import load_items
+    from discff_cli.evaluation.evaluate import evaluate as ev
+    from discff_cli.evaluation.items import load_items
 
     if no_clip and no_diffusion:
         raise DiscffError("--no-clip and --no-diffusion together leave nothing to evaluate.")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import click
 
 from discff_cli.commands.score import check_image
-from discff_cli.demo_notice import warn_if_demo_on_photos
+from discff_cli.commands.notices import warn_if_demo_on_photos
 from discff_cli.options import deltas_option, engine_options, json_option, pop_engine_config
-from discff_cli.render import print_json, print_table
+from discff_cli.render.output import print_json, print_table
 
 
 @click.command()
@@ -25,7 +25,7 @@ def explain(image: str, caption: str, out: str | None, model: str, deltas: str |
     `discff score` prints with the same options) and which image regions each word attends to."""
     from pathlib import Path
 
-    from discff_cli.explaining import check_explainable
+    from discff_cli.render.explanation import check_explainable
 
     config = pop_engine_config(engine)
     check_explainable(config, caption)
@@ -33,7 +33,7 @@ def explain(image: str, caption: str, out: str | None, model: str, deltas: str |
     out = out or f"{Path(image).stem}.explain.png"
     from discff_cli.engine.deltas import model_for_deltas
     from discff_cli.engine.scorer import load_scorer
-    from discff_cli.explaining import document, explain as explain_pair, figure, save_figure
+    from discff_cli.render.explanation import document, explain as explain_pair, figure, save_figure
 
     source = click.get_current_context().get_parameter_source("model")
     model = model_for_deltas(model, deltas, given=source is not click.core.ParameterSource.DEFAULT)
@@ -52,7 +52,7 @@ def explain(image: str, caption: str, out: str | None, model: str, deltas: str |
 
 def render_tables(doc: dict, path: str) -> None:
     """Two small tables: each family's score and peak, then each word's peak; then where the PNG went."""
-    from discff_cli.render import format_score
+    from discff_cli.render.output import format_score
 
     rows = [(name + (" *" if name == doc["score"] else ""), format_score(m["score"]), _xy(m["peak_xy"]))
             for name, m in doc["maps"].items()]

@@ -11,7 +11,7 @@ from discff_cli.clip_resolve import DEFAULT_CLIP, library_errors, load_clip_cli,
 from discff_cli.engine.config import DEFAULT_MODEL
 from discff_cli.errors import DiscffError
 from discff_cli.options import check_device, json_option, ray_option
-from discff_cli.render import print_json, print_table, stderr_console
+from discff_cli.render.output import print_json, print_table, stderr_console
 
 INDEX_TYPES = ("auto", "flat", "hnsw", "ivf_flat", "ivf_pq")
 SD_DEFAULT = DEFAULT_MODEL  # engine/config.py: SD 2.1-base as mirrored by sd2-community

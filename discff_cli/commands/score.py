@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from discff_cli.demo_notice import warn_if_demo_on_photos
+from discff_cli.commands.notices import warn_if_demo_on_photos
 from discff_cli.errors import DiscffError
 from discff_cli.inputs import read_lines
 from discff_cli.options import deltas_option, engine_options, json_option, pop_engine_config
-from discff_cli.render import format_score, print_json, print_table
+from discff_cli.render.output import format_score, print_json, print_table
 
 
 def read_captions(path: str) -> list[str]:

@@ -12,9 +12,9 @@ from discff_cli.errors import DiscffError
 from discff_cli.options import (deltas_option, engine_options, fusion_options, json_option, pop_engine_config,
                                 ray_option)
 from discff_cli.api import open_index
-from discff_cli.pipeline import Fusion, RayOptions, query_documents, run_search
-from discff_cli.query_file import read_queries
-from discff_cli.render import format_score, print_json, print_json_line, print_table, stderr_console
+from discff_cli.search.pipeline import Fusion, RayOptions, query_documents, run_search
+from discff_cli.search.query_file import read_queries
+from discff_cli.render.output import format_score, print_json, print_json_line, print_table, stderr_console
 
 
 @click.command()

@@ -54,7 +54,7 @@ def serve(index_dir: str, host: str, port: int, token: str | None, clip: str | N
     if host not in LOCAL_HOSTS:
         click.echo(f"warning: binding {host} makes the index and its images reachable from other machines"
                    + ("" if token else "; set --token (or DISCFF_TOKEN) to require a bearer token"), err=True)
-    from discff_cli.pipeline import Fusion
+    from discff_cli.search.pipeline import Fusion
 
     worker = ModelWorker(lambda: TimedSearcher(index_dir, clip, model, deltas, config, Fusion(fusion, fusion_weight)),
                          max_queue)

@@ -8,7 +8,7 @@ import click
 
 from discff_cli.errors import DiscffError
 from discff_cli.options import engine_options, finite, json_option, pop_engine_config
-from discff_cli.render import print_json, print_table
+from discff_cli.render.output import print_json, print_table
 
 DEFAULT_TRIPLETS_PER_STEP = 8
 
@@ -123,7 +123,7 @@ class _Progress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
             TimeRemainingColumn
 
-        from discff_cli.render import stderr_console
+        from discff_cli.render.output import stderr_console
 
         per_epoch = len(tuner.epoch_batches(0))
         done = tuner.state.epoch * per_epoch + tuner.state.step

@@ -23,7 +23,7 @@ from discff_cli.engine.families import family_for
 from discff_cli.engine.layers import select_layers
 from discff_cli.engine.processor import ScoreSink
 from discff_cli.engine.scores import Readings, needs
-from discff_cli.models import SDParts, load_sd
+from discff_cli.engine.models import SDParts, load_sd
 
 ImageInput = Any  # str | Path | PIL.Image.Image
 
@@ -397,7 +397,7 @@ def _progress_bar(total: int, enabled: bool) -> Callable[[int], None]:
         return lambda n: None
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from discff_cli.render import stderr_console
+    from discff_cli.render.output import stderr_console
 
     bar = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("U-Net items"),
                    TimeRemainingColumn(), console=stderr_console(), transient=True)

@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from discff_cli.errors import DiscffError
 from index.errors import IndexError_
 from index.tars import split_member_path
-from discff_cli.pipeline import Fusion
+from discff_cli.search.pipeline import Fusion
 from discff_cli.service.explain_job import ExplainQuery, run_explain
 from discff_cli.service.queries import SCORES, Query, run_query
 from discff_cli.service.thumbs import ThumbCache
@@ -84,7 +84,7 @@ def create_app(worker: ModelWorker, settings: ServeSettings) -> FastAPI:
     @app.get("/info")
     def info() -> dict:
         from discff_cli.engine.explain import MAPPED
-        from discff_cli.fusion import FUSIONS
+        from discff_cli.search.fusion import FUSIONS
 
         searcher = worker.models
         return {"index": str(Path(settings.index_dir).resolve()), **searcher.index.manifest,
@@ -198,7 +198,7 @@ def _score_param(params: dict[str, str], allowed) -> str | None:
 
 def _fusion_param(params: dict[str, str]) -> Fusion | None:
     """fusion (zsum, rrf, none) and weight (0..1); either alone takes the service's other half."""
-    from discff_cli.fusion import DEFAULT_FUSION, DEFAULT_WEIGHT, FUSIONS
+    from discff_cli.search.fusion import DEFAULT_FUSION, DEFAULT_WEIGHT, FUSIONS
 
     method, raw = params.get("fusion") or None, params.get("weight") or None
     if method is None and raw is None:

@@ -1,6 +1,6 @@
 """One /explain request as a job for the model worker: the map of one indexed image for one query.
 
-It runs `discff explain`'s own code (discff_cli/explaining.py) on the worker's scorer, the one that
+It runs `discff explain`'s own code (discff_cli/render/explanation.py) on the worker's scorer, the one that
 reranks /search, so the map of a result sums to the rerank score that result shows.
 """
 
@@ -27,7 +27,7 @@ class ExplainQuery:
 def run_explain(searcher: TimedSearcher, query: ExplainQuery, path: Path, received: float,
                 threads: int | None = None) -> dict:
     """The explain document of (image `path`, query) with its PNG sheet as a data URL."""
-    from discff_cli.explaining import document, explain, figure
+    from discff_cli.render.explanation import document, explain, figure
 
     started = time.perf_counter()
     searcher.load_seconds = 0.0

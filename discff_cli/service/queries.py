@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
-from discff_cli.pipeline import Fusion, Searcher
+from discff_cli.search.pipeline import Fusion, Searcher
 
 from discff_cli.engine.config import SCORES  # noqa: E402,F401 - re-exported for the app's validation
 

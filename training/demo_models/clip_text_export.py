@@ -4,7 +4,7 @@ Why: Stable Diffusion 2.x does not train its text encoder; it conditions on the 
 ViT-H/14 text tower's *penultimate* layer (final LayerNorm applied), stored in diffusers
 pipelines as a CLIPTextModel with one layer fewer. The demo analogue is the bundled demo CLIP's
 text tower. Exported the same way, a demo diffusion model trained on it is still a plain
-StableDiffusionPipeline directory, loaded by `discff_cli.models.load_sd` unchanged.
+StableDiffusionPipeline directory, loaded by `discff_cli.engine.models.load_sd` unchanged.
 
 The mapping is exact, not approximate: open_clip's text transformer is a pre-LN, causal-mask
 transformer with fused QKV, GELU MLP and a final LayerNorm, which is CLIPTextModel's layout.

@@ -4,7 +4,7 @@ Same shapes of conditioning as the real models (SDXL: two CLIP encoders, the sec
 projection, pooled ``text_embeds`` + 6 ``time_ids`` of added conditioning; SD3: an MMDiT with
 joint attention, CLIP-L + CLIP-G, a flow-matching scheduler, a VAE with a shift factor) at widths
 that run in milliseconds on a CPU. `save_pretrained` of the real pipeline class writes them, so
-`discff_cli.models.load_sd` reads them exactly as it reads a downloaded SDXL or SD3.5.
+`discff_cli.engine.models.load_sd` reads them exactly as it reads a downloaded SDXL or SD3.5.
 """
 
 from __future__ import annotations

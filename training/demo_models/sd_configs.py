@@ -2,7 +2,7 @@
 
 Tests and benchmarks need SD's architecture (block types, linear projection, cross-attention in
 down, mid and up blocks: 16 attn2 layers) without its 5 GB of weights. `build_random_sd` writes a
-diffusers-format directory that `discff_cli.models.load_sd` loads exactly like real weights.
+diffusers-format directory that `discff_cli.engine.models.load_sd` loads exactly like real weights.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ and --two-object-weight / --curriculum-ramp set how many of each batch are two-o
 scenes. --time-budget caps U-Net seconds, --deadline the whole run's; either way, and on
 SIGTERM/SIGINT, training stops cleanly and the EMA model is saved. The result is written
 as a StableDiffusionPipeline directory (fp16 safetensors, fp32 configs) that
-`discff_cli.models.load_sd` loads; hparams / curves / summary go to --results.
+`discff_cli.engine.models.load_sd` loads; hparams / curves / summary go to --results.
 
     python -m training.demo_models.train_diffusion --out discff_cli/assets/demo/diffusion \
         --results docs/results/diffusion --device cuda --time-budget 300

@@ -16,7 +16,7 @@ import random
 import torch
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from discff_cli.models import resolve_model
+from discff_cli.engine.models import resolve_model
 from training.world import COLOURS, SHAPES
 
 

@@ -212,7 +212,7 @@ def progress_bar(label: str, total: int, enabled: bool):
         return nullcontext(lambda: None)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from discff_cli.render import stderr_console
+    from discff_cli.render.output import stderr_console
 
     class _Bar:
         def __enter__(self):

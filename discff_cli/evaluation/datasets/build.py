@@ -9,9 +9,9 @@ import os
 from pathlib import Path
 from typing import Callable, Sequence
 
-from discff_cli.benchmarks.common import Draft, missing_report, progress_bar, write_atomic
+from discff_cli.evaluation.datasets.common import Draft, missing_report, progress_bar, write_atomic
 from discff_cli.errors import DiscffError
-from discff_cli.eval_data import IMAGE_TO_TEXTS, MATRIX, Item
+from discff_cli.evaluation.items import IMAGE_TO_TEXTS, MATRIX, Item
 
 
 def _usable(source, cache: Path, made: dict, failed: dict[str, str]) -> Path | None:

@@ -1,7 +1,7 @@
 """The rerank stage alone: "rerank this head of a shortlist for this query" with one loaded scorer.
 
-Why its own module: the local Searcher (discff_cli/pipeline.py), every Ray actor
-(discff_cli/ray_search.py), the service and the demo's gallery measurement (discff_cli/gallery_eval.py)
+Why its own module: the local Searcher (discff_cli/search/pipeline.py), every Ray actor
+(discff_cli/search/ray.py), the service and the demo's gallery measurement (discff_cli/evaluation/gallery.py)
 all hold a `Reranker` and call the same `rerank`, so they compute the same thing and `--prune` means
 the same everywhere; neither the pipeline nor the Ray path imports the other to get it.
 
@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from discff_cli.fusion import DEFAULT_FUSION, DEFAULT_WEIGHT, final_order, fuse
+from discff_cli.search.fusion import DEFAULT_FUSION, DEFAULT_WEIGHT, final_order, fuse
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 `discff search`, `discff demo` (and the service) hold one `Searcher` so the models load once and
 the scorer's caches carry over between queries; the commands only parse and render.
 
-The final order fuses the shortlist's CLIP score with the rerank score (discff_cli/fusion.py), so
+The final order fuses the shortlist's CLIP score with the rerank score (discff_cli/search/fusion.py), so
 reranking cannot bury what CLIP already found when the diffusion model knows less than CLIP.
 """
 
@@ -18,7 +18,7 @@ from typing import Any, Iterator, Sequence
 
 from discff_cli.clip_resolve import load_clip_cli
 from discff_cli.errors import DiscffError
-from discff_cli.rerank import Fusion, Reranked, Reranker
+from discff_cli.search.rerank import Fusion, Reranked, Reranker
 
 __all__ = ["Fusion", "RayOptions", "Reranked", "Reranker", "SearchResult", "Searcher", "query_documents",
            "run_search", "search_document", "warn_depth"]
@@ -52,7 +52,7 @@ def query_documents(searcher: "Searcher", queries: Sequence, top: int | None, re
     """The document of every query of a `--queries` file (query_file.Query), in the file's order.
 
     With `ray`, this process still shortlists every query (milliseconds each) and the rerank heads
-    go to a pool of Ray actors (discff_cli/ray_search.py), each running the same `Reranker` as a
+    go to a pool of Ray actors (discff_cli/search/ray.py), each running the same `Reranker` as a
     local search; the documents are the ones a local run prints."""
     jobs = [(q.text, q.top or top, rerank if q.rerank is None else q.rerank, q.score) for q in queries]
     if ray is None or not any(n for _, _, n, _ in jobs):
@@ -71,7 +71,7 @@ class RayOptions:
 
 
 def _ray_documents(searcher: "Searcher", jobs: list[tuple], ray: RayOptions) -> Iterator[dict]:
-    from discff_cli.ray_search import RerankPool, RerankSpec
+    from discff_cli.search.ray import RerankPool, RerankSpec
 
     spec = RerankSpec(searcher.rerank_model(), searcher.config, searcher.deltas, searcher.index_dir, searcher.fusion)
     with RerankPool(spec, ray.address, ray.workers, jobs=sum(1 for job in jobs if job[2])) as pool:

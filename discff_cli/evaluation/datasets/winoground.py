@@ -27,10 +27,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from discff_cli.benchmarks.common import (Draft, FileImage, image_from_bytes, need_object, need_str,
+from discff_cli.evaluation.datasets.common import (Draft, FileImage, image_from_bytes, need_object, need_str,
                                           row_error)
 from discff_cli.errors import DiscffError
-from discff_cli.eval_data import MATRIX
+from discff_cli.evaluation.items import MATRIX
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 NO_TAG = "none"

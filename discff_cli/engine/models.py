@@ -16,7 +16,7 @@ from typing import Any
 from discff_cli.errors import DiscffError, MissingModelError
 from index.hub import hub_reachable
 
-ASSETS = Path(__file__).parent / "assets"
+ASSETS = Path(__file__).parents[1] / "assets"
 DEMO_MODEL_DIR = ASSETS / "demo" / "diffusion"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -67,7 +67,7 @@ def _is_hub_id(name: str) -> bool:
 
 
 def _check_local_dir(path: Path, name: str) -> None:
-    from discff_cli.model_index import components, family_of, read_local_index
+    from discff_cli.engine.model_index import components, family_of, read_local_index
 
     if not path.is_dir():
         raise DiscffError(f"Model directory '{name}' does not exist; pass --model with a diffusers-format directory, "
@@ -159,7 +159,7 @@ def _load_from(source: str, name: str, device: str, dtype: Any, local_only: bool
 def _load_parts(source: str, name: str, device: str, dtype: Any, common: dict) -> SDParts:
     import torch
 
-    from discff_cli.model_index import component_class, components, family_of
+    from discff_cli.engine.model_index import component_class, components, family_of
 
     index = _pipeline_index(source, common)
     family = family_of(index, name)
@@ -178,7 +178,7 @@ def _load_parts(source: str, name: str, device: str, dtype: Any, common: dict) -
 
 def _pipeline_index(source: str, common: dict) -> dict:
     """model_index.json of a local directory or (cached) hub repo; {} for an older export without one."""
-    from discff_cli.model_index import read_local_index
+    from discff_cli.engine.model_index import read_local_index
 
     if Path(source).expanduser().is_dir():
         return read_local_index(Path(source).expanduser())

@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from discff_cli.eval_data import IMAGE_TO_TEXTS, MATRIX, Item
+from discff_cli.evaluation.items import IMAGE_TO_TEXTS, MATRIX, Item
 
 PairScorer = Callable[[list, list], np.ndarray]
 ALL = "all"
@@ -255,7 +255,7 @@ class ProgressBar:
             return lambda n: None
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        from discff_cli.render import stderr_console
+        from discff_cli.render.output import stderr_console
 
         self.progress = Progress(TextColumn(self.label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                                  console=stderr_console(), transient=True)

@@ -44,7 +44,7 @@ def explain(scorer: Any, image: Any, caption: str) -> tuple[Any, Any]:
 
 def figure(explanation: Any, view: Any, family: str, title: str) -> Any:
     """The PNG sheet: the image, `family`'s map for the whole caption, the caption's attention, one per word."""
-    from discff_cli.heatmap import panel, sheet
+    from discff_cli.render.heatmap import panel, sheet
 
     panels = [panel(view, None, "image (as the model sees it)"),
               panel(view, explanation.maps[family], f"{family}: whole caption", SIGNED[family])]

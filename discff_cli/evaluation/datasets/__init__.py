@@ -1,6 +1,6 @@
 """Published compositionality benchmarks read in their own layouts, as `discff eval` items.
 
-`load_benchmark(name, path)` gives the same `Item`s `eval_data.load_items` gives for an eval
+`load_benchmark(name, path)` gives the same `Item`s `evaluation.items.load_items` gives for an eval
 JSONL, so the per-tag table, `--max-per-tag` and every metric work unchanged; `write_jsonl`
 keeps them as an eval JSONL that `discff eval OUT` reads back. One module per benchmark, each
 citing the layout it reads: winoground.py, aro.py, sugarcrepe.py.
@@ -14,12 +14,12 @@ from typing import Callable
 
 import click
 
-from discff_cli.benchmarks import aro, sugarcrepe, winoground
-from discff_cli.benchmarks.build import build_items, write_eval_jsonl
-from discff_cli.benchmarks.common import cache_for
-from discff_cli.eval_data import first_per_tag
+from discff_cli.evaluation.datasets import aro, sugarcrepe, winoground
+from discff_cli.evaluation.datasets.build import build_items, write_eval_jsonl
+from discff_cli.evaluation.datasets.common import cache_for
+from discff_cli.evaluation.items import first_per_tag
 from discff_cli.errors import DiscffError
-from discff_cli.eval_data import Item
+from discff_cli.evaluation.items import Item
 
 
 @dataclass(frozen=True)

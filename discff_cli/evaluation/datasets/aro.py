@@ -24,10 +24,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from discff_cli.benchmarks.common import (CropImage, Draft, need_number, need_object, need_str, read_json,
+from discff_cli.evaluation.datasets.common import (CropImage, Draft, need_number, need_object, need_str, read_json,
                                           row_error)
 from discff_cli.errors import DiscffError
-from discff_cli.eval_data import IMAGE_TO_TEXTS
+from discff_cli.evaluation.items import IMAGE_TO_TEXTS
 
 FILES = {"relation": "visual_genome_relation.json", "attribution": "visual_genome_attribution.json"}
 

@@ -17,7 +17,7 @@ NOTICE = ("warning: the demo model knows only the demo world -- 4 colours (red, 
 
 def is_demo(model: str | None) -> bool:
     """Whether `model` names the bundled demo diffusion model."""
-    from discff_cli.models import DEMO_MODEL_DIR
+    from discff_cli.engine.models import DEMO_MODEL_DIR
 
     if not model:
         return False

@@ -3,7 +3,7 @@
 Why this split: the shortlist costs milliseconds per query and needs the index, so the driver
 keeps it; the rerank costs U-Net passes, so it is what spreads. Every actor loads the diffusion
 scorer once (one GPU each when the cluster has GPUs, else a share of the CPUs) and runs the
-same `Reranker` as a local search (discff_cli/rerank.py), so its results are the ones a local search
+same `Reranker` as a local search (discff_cli/search/rerank.py), so its results are the ones a local search
 computes. Ray core actors with `ray.util.ActorPool` do the scheduling: a free actor takes the next
 head, and results come back in the order the heads were submitted (the file's order).
 
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 from discff_cli.errors import DiscffError
-from discff_cli.rerank import Fusion, Reranked
+from discff_cli.search.rerank import Fusion, Reranked
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class RerankActor:
         import torch
 
         from discff_cli.engine.scorer import load_scorer
-        from discff_cli.rerank import Reranker
+        from discff_cli.search.rerank import Reranker
 
         if self.threads:
             torch.set_num_threads(self.threads)

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from discff_cli.benchmarks.common import Draft, FileImage, need_object, need_str, read_json
+from discff_cli.evaluation.datasets.common import Draft, FileImage, need_object, need_str, read_json
 from discff_cli.errors import DiscffError
-from discff_cli.eval_data import IMAGE_TO_TEXTS
+from discff_cli.evaluation.items import IMAGE_TO_TEXTS
 
 CATEGORIES = ("add_obj", "add_att", "replace_obj", "replace_att", "replace_rel", "swap_obj", "swap_att")
 IMAGE_DIRS = ("val2017", "images/val2017", "coco/images/val2017", "data/coco/images/val2017", "coco/val2017")

@@ -2,8 +2,8 @@
 
 The gallery is demo-world test scenes, so for any caption we know which images truly show it
 (world.captions of each scene): several may, and all count. Each query goes through the product's
-own pipeline (discff_cli.pipeline.Searcher): the CLIP shortlist, then the same `Reranker.rerank`
-that `discff search --rerank` runs (discff_cli/rerank.py, `--prune` included), asked for every score
+own pipeline (discff_cli.search.pipeline.Searcher): the CLIP shortlist, then the same `Reranker.rerank`
+that `discff search --rerank` runs (discff_cli/search/rerank.py, `--prune` included), asked for every score
 family at once (one set of U-Net passes, or one pruning memo), each fused with CLIP as search fuses.
 Every system answers the same queries, so each is compared with CLIP alone item by item (queries
 gained and lost at R@1, exact McNemar p).
@@ -22,8 +22,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from discff_cli.evaluation import mcnemar_exact, wilson
-from discff_cli.fusion import final_order
+from discff_cli.evaluation.evaluate import mcnemar_exact, wilson
+from discff_cli.search.fusion import final_order
 
 CLIP = "clip"
 
@@ -83,7 +83,7 @@ def measure(searcher, queries: Sequence[GalleryQuery], truth: Callable[[str, str
 
     Shortlisted files that can no longer be read are left out of the shortlist (as search leaves them
     unreranked, with the same warning)."""
-    from discff_cli.pipeline import warn_unreadable
+    from discff_cli.search.pipeline import warn_unreadable
 
     records = []
     for query in queries:

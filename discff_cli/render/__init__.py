@@ -1,0 +1,9 @@
+"""Output for people and pipelines: tables and JSON, heat-map panels, the explain sheet.
+
+output.py       rich tables on stdout (80 columns, no cut words), progress on stderr, JSON
+heatmap.py      maps over images as PNG panels with a colour scale (Pillow only)
+explanation.py  one pair's maps (`discff explain`, the service's /explain) as a sheet and a document
+
+May import: engine/ (explanation reads its maps), index/ for image reading, errors. Nothing in
+search/, evaluation/, commands/ or service/.
+"""
