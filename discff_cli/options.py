@@ -61,9 +61,10 @@ def _parse_layers(ctx: click.Context, param: click.Parameter, value: str) -> str
     return value
 
 
-SCORE_HELP = ("Score read from the U-Net passes: diffusion_itm (DiffusionITM's empty-prompt-normalised error gap, "
-              "plain norms), denoise (the same gap on mean squared errors), attention (paper Eq. 4 alone) or "
-              "discffusion (the authors' score: half the attention of the caption and the empty prompt, plus the gap).")
+SCORE_HELP = ("Score read from the U-Net passes: discffusion (the default, the authors' score: half the attention of "
+              "the caption and the empty prompt, plus the error gap), diffusion_itm (DiffusionITM's "
+              "empty-prompt-normalised error gap, plain norms), denoise (the same gap on mean squared errors) or "
+              "attention (paper Eq. 4 alone).")
 
 
 def _parse_scores(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:

@@ -49,3 +49,15 @@ def test_validation_holds_out_whole_lines_deterministically(tmp_path):
     assert len(val) == 2 and len(train) == 6 and not set(train) & set(val)
     assert split_examples(examples, 0.25, seed=3) == (train, val)
     assert split_examples(examples, 0.0, seed=3) == (examples, [])
+
+
+def test_the_first_hard_negatives_of_a_line_are_trained_every_epoch_and_the_rest_drawn(tmp_path):
+    write_images(tmp_path, copies=1)
+    negatives = ["a red swap", "a red relation", "easy one", "easy two", "easy three"]
+    rows = [{"image": "red_0.png", "text": "a red picture", "negative_texts": negatives}]
+    examples = read_examples(write_jsonl(tmp_path / "pairs.jsonl", rows))
+    for seed in range(5):
+        drawn = [t.neg_text for t in epoch_triplets(examples, examples, random.Random(seed), per_line=1, hard=2)]
+        assert drawn[:2] == ["a red swap", "a red relation"] and len(drawn) == 3 and drawn[2].startswith("easy")
+    everything = epoch_triplets(examples, examples, random.Random(0), per_line=0, hard=2)
+    assert [t.neg_text for t in everything] == negatives

@@ -59,6 +59,28 @@ def test_saved_then_loaded_deltas_give_identical_scores_through_load_scorer(tiny
     assert set(loaded.head_weights) == set(tuned.head_weights)
 
 
+def test_query_and_output_deltas_change_the_score_and_round_trip_through_the_file(tiny_sd_dir, sample_image,
+                                                                                  tmp_path):
+    """`tune --deltas-on qkvo`: the q and o deltas start at zero (the base model), act on the score
+    once moved, and are restored exactly from the file they are saved in."""
+    config = fast_config()
+    tuned = load_scorer(str(tiny_sd_dir), config)
+    base = scores(tuned, sample_image)
+    params = attach_deltas(tuned, slots=("delta_q", "delta_k", "delta_v", "delta_o"))
+    assert len(params) == 16 * 4
+    assert np.array_equal(scores(tuned, sample_image), base)
+    with torch.no_grad():
+        for proc in tuned.processors.values():
+            proc.delta_q.weight.add_(0.05)
+            proc.delta_o.weight.add_(0.05)
+    expected = scores(tuned, sample_image)
+    assert not np.allclose(expected, base)  # q and o alone (k and v still zero) move the scores
+    path = save_deltas_file(tmp_path / "d.safetensors", tuned, 0)
+    loaded = load_scorer(str(tiny_sd_dir), config, deltas=str(path))
+    assert all(p.delta_q is not None and p.delta_o is not None for p in loaded.processors.values())
+    assert np.array_equal(scores(loaded, sample_image), expected)
+
+
 def test_deltas_made_for_another_base_model_are_refused_with_one_sentence(tiny_sd_dir, sample_image, tmp_path):
     from training.demo_models.sd_configs import build_random_sd
 

@@ -146,3 +146,19 @@ def test_an_interrupted_run_resumed_ends_exactly_where_an_uninterrupted_run_ends
 @pytest.fixture(autouse=True)
 def _fast(one_thread):  # noqa: F811
     yield
+
+
+def test_the_margin_is_measured_in_units_of_the_scores_zero_shot_spread():
+    """A per-element MSE gap (~1e-4) and an Eq. 4 logit gap (~1) get the same loss for the same
+    relative separation: gaps are divided by the spread measured before the first step."""
+    import torch
+
+    from training.tune import Spread, triplet_loss
+
+    spread = Spread(timesteps=(100, 900), per_timestep=(1e-4, 3e-4), mean=2e-4)
+    assert abs(spread.at(500) - 2e-4) < 1e-12 and spread.at(100) == 1e-4 and spread.at(2000) == 3e-4
+    pos, neg = torch.tensor([0.0]), torch.tensor([1e-4])
+    small = triplet_loss(pos, neg, 0.2, spread.at(100))
+    assert torch.isclose(small, triplet_loss(pos * 1e4, neg * 1e4, 0.2, 1.0))
+    assert torch.isclose(small, torch.tensor(1.2))
+    assert Spread.from_dict(spread.to_dict()) == spread

@@ -3,7 +3,10 @@
 Writes a gallery of world test scenes, indexes it with the demo OpenCLIP model, then measures
 whether reranking beats CLIP on it: two-object and single-object queries, R@1, R@5 and the rank
 of the first true match for CLIP alone and after reranking with each score, each compared with
-CLIP on the same queries (discff_cli/evaluation/gallery.py). It says plainly when reranking does not help.
+CLIP on the same queries (discff_cli/evaluation/gallery.py). With the demo model it also reranks
+the same shortlists under the shipped tuned deltas (`discff tune` on 5% of the world's train split,
+training/demo_models/tune_demo_deltas.py) and reports that "tuned" row beside the zero-shot ones.
+It says plainly when reranking does not help.
 
 The grid defaults to 5 DDIM steps x level 0.5 (not search's 10 x 4) so that 60 queries x 20
 candidates run in a few minutes on two CPU cores.
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -61,22 +65,46 @@ def _write_gallery_checked(root: Path, images: int, seed: int) -> dict[str, tupl
               help="Queries of each kind (two-object, single-object).")
 @click.option("--rerank", type=click.IntRange(min=1), default=20, show_default=True,
               help="Shortlist size re-scored with Discffusion.")
+@click.option("--deltas", type=click.Path(dir_okay=False), default=None,
+              help="Deltas from `discff tune` for the tuned rows (default with --model demo: the shipped ones, "
+                   "tuned on 5% of the demo world's train split).")
+@click.option("--tuned/--no-tuned", default=True, show_default=True,
+              help="Also rerank with tuned deltas and report them beside zero-shot.")
 @fusion_options
 @engine_options(model_default="demo", grid_defaults=DEMO_GRID)
 @json_option
-def demo(directory: str, images: int, queries: int, rerank: int, fusion: str, fusion_weight: float, model: str,
-         as_json: bool, **engine: object) -> None:
+def demo(directory: str, images: int, queries: int, rerank: int, deltas: str | None, tuned: bool, fusion: str,
+         fusion_weight: float, model: str, as_json: bool, **engine: object) -> None:
     """Write a demo gallery to DIRECTORY, index it, and measure reranking against CLIP on it."""
+    from discff_cli.errors import DiscffError
+
+    if deltas and not tuned:
+        raise DiscffError("--deltas names the tuned rows' deltas and --no-tuned drops those rows; give one of them.")
     report = run_demo(Path(directory), images, queries, rerank, fusion, fusion_weight, model,
-                      pop_engine_config(engine), progress=not as_json)
+                      pop_engine_config(engine), progress=not as_json, deltas=tuned_deltas(model, deltas, tuned))
     if as_json:
         print_json(report)
         return
     render_report(report)
 
 
+def tuned_deltas(model: str, deltas: str | None, tuned: bool) -> str | None:
+    """The deltas of the tuned rows: --deltas, else the shipped demo deltas when the model is the demo's."""
+    from discff_cli.engine.models import DEMO_TUNED_DELTAS
+
+    if not tuned:
+        return None
+    if deltas:
+        return deltas
+    if model == "demo" and DEMO_TUNED_DELTAS.is_file():
+        return str(DEMO_TUNED_DELTAS)
+    click.echo(f"note: no tuned rows: the shipped deltas fit --model demo only; give --deltas FILE for '{model}'.",
+               err=True)
+    return None
+
+
 def run_demo(root: Path, images: int, per_kind: int, rerank: int, fusion: str, weight: float, model: str, config,
-             progress: bool) -> dict:
+             progress: bool, deltas: str | None = None) -> dict:
     from discff_cli.evaluation import gallery as ge
     from discff_cli.cli import app
     from discff_cli.evaluation.evaluate import ProgressBar
@@ -90,17 +118,32 @@ def run_demo(root: Path, images: int, per_kind: int, rerank: int, fusion: str, w
                   "--device", config.device], standalone_mode=False)
     chosen = ge.pick_queries([caps for caps, _ in gallery.values()], [n for _, n in gallery.values()], per_kind,
                              config.seed)
-    searcher = Searcher(index_dir, None, model, None, config, Fusion(fusion, weight))  # models loaded once
-    with ProgressBar("queries", len(chosen), progress) as advance:
-        records = ge.measure(searcher, chosen, ge.scene_truth({p: caps for p, (caps, _) in gallery.items()}),
-                             rerank, SCORES, advance)
+    truth = ge.scene_truth({p: caps for p, (caps, _) in gallery.items()})
+    tuned_score = deltas_score(deltas) if deltas else None
+    with ProgressBar("queries", len(chosen) * (2 if deltas else 1), progress) as advance:
+        searcher = Searcher(index_dir, None, model, None, config, Fusion(fusion, weight))  # models loaded once
+        records = ge.measure(searcher, chosen, truth, rerank, SCORES, advance)
+        if deltas:  # the same queries and shortlists, reranked under the tuned deltas
+            tuned = Searcher(index_dir, None, model, deltas, replace(config, score=tuned_score), Fusion(fusion, weight))
+            records = ge.with_tuned(records, ge.measure(tuned, chosen, truth, rerank, (tuned_score,), advance),
+                                    tuned_score)
     rows = ge.summarise(ge.rank_systems(records, fusion, weight))
     example = next(q.text for q in chosen if q.kind == "two-object")
+    verdicts = [ge.verdict(rows, config.score)] + ([ge.verdict(rows, ge.TUNED % tuned_score)] if deltas else [])
+    try_search = f'discff search "{example}" --index {index_dir} --rerank {rerank}'
     return {"gallery": len(gallery), "index": index_dir, "rerank": rerank, "score": config.score,
+            "tuned": {"deltas": deltas, "score": tuned_score, "system": ge.TUNED % tuned_score} if deltas else None,
             "fusion": {"method": fusion, "weight": weight}, "engine": config.to_dict(),
             "prune": config.prune, "unet_passes": sum(r.unet_passes for r in records), "rows": rows,
-            "verdict": ge.verdict(rows, config.score), "fusion_sweep": ge.fusion_sweep(records),
-            "try": f'discff search "{example}" --index {index_dir} --rerank {rerank}'}
+            "verdict": "\n".join(verdicts), "fusion_sweep": ge.fusion_sweep(records),
+            "try": try_search + (f" --deltas {deltas}" if deltas else "")}
+
+
+def deltas_score(path: str) -> str:
+    """The score family a deltas file was tuned for (its tuned rows use that score)."""
+    from discff_cli.engine.deltas import read_deltas_file
+
+    return read_deltas_file(path)[1].get("score") or "discffusion"
 
 
 def render_report(report: dict) -> None:

@@ -22,16 +22,23 @@ DEFAULT_TRIPLETS_PER_STEP = 8
 @click.option("--rank", type=click.IntRange(min=0), default=0, show_default=True,
               help="Rank of each delta (B·A); 0 = full rank, the paper's default.")
 @click.option("--margin", type=click.FloatRange(min=0), default=0.2, show_default=True, callback=finite(),
-              help="M of the triplet loss.")
+              help="M of the triplet loss, in units of the score's zero-shot spread of f(pos) - f(neg) (measured "
+                   "before the first step, per timestep), so it means the same for every --score.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True, callback=finite())
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-2, show_default=True, callback=finite())
 @click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
               callback=finite(),
               help="Share of lines held out and scored every epoch; the best epoch's deltas are kept.")
+@click.option("--hard-negatives", type=click.IntRange(min=0), default=3, show_default=True,
+              help="A line's first N stated negatives, trained every epoch (list each line's negatives hardest "
+                   "first).")
 @click.option("--negatives-per-line", type=click.IntRange(min=0), default=1, show_default=True,
-              help="Triplets drawn per line and epoch from the line's own negatives; 0 = all.")
+              help="Further triplets drawn at random per line and epoch from the line's other negatives; 0 = all.")
 @click.option("--head-weighting/--no-head-weighting", default=True, show_default=True,
               help="Dynamic attention-head weighting (paper Eq. 7).")
+@click.option("--deltas-on", type=click.Choice(["kv", "qkvo"]), default="kv", show_default=True,
+              help="Which cross-attention projections get deltas: kv = key and value (the paper's p^k, p^v); "
+                   "qkvo adds the query and output projections (beyond the paper: image-side capacity).")
 @click.option("--prompt-deltas/--no-prompt-deltas", default=True, show_default=True,
               help="Learn prompt deltas; --no-prompt-deltas with --timestep-weights learns the weights alone.")
 @click.option("--timestep-weights", is_flag=True,
@@ -54,7 +61,7 @@ def tune(pairs_jsonl: str, model: str, out: str, resume: bool, as_json: bool, **
                           "negative on the full grid, so it does not apply to tune; use it with search or eval.")
     triplets_per_step = options.pop("batch_size") or DEFAULT_TRIPLETS_PER_STEP
     tune_keys = ("epochs", "rank", "margin", "lr", "weight_decay", "val_fraction", "negatives_per_line",
-                 "head_weighting", "prompt_deltas", "timestep_weights")
+                 "hard_negatives", "head_weighting", "prompt_deltas", "timestep_weights", "deltas_on")
     if not options["prompt_deltas"] and not options["timestep_weights"]:
         raise DiscffError("--no-prompt-deltas leaves nothing to learn; add --timestep-weights.")
     config = TuneConfig(batch_size=triplets_per_step, seed=options["seed"], **{k: options.pop(k) for k in tune_keys})
@@ -79,7 +86,8 @@ def run_tune(pairs_jsonl: str, model: str, engine: Any, config: Any, out: str, r
     from training.tune.data import tuning_split
 
     # bad lines and unusable files fail before any model is loaded
-    split = tuning_split(pairs_jsonl, config.val_fraction, config.seed, config.negatives_per_line)
+    split = tuning_split(pairs_jsonl, config.val_fraction, config.seed, config.negatives_per_line,
+                         config.hard_negatives)
     if not split.val_triplets:
         click.echo(f"note: no validation triplets ({len(split.examples)} lines in {pairs_jsonl}, --val-fraction "
                    f"{config.val_fraction} holds none out): no epoch is chosen as best; the last epoch's deltas are "

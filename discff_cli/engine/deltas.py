@@ -21,6 +21,9 @@ from discff_cli.engine import condition_weights
 from discff_cli.errors import DiscffError
 
 FORMAT = "discff-deltas/1"
+SLOTS = ("delta_k", "delta_v", "delta_q", "delta_o")  # key and value (the paper's), query and output
+PAPER_SLOTS = ("delta_k", "delta_v")
+DELTAS_ON = {"kv": PAPER_SLOTS, "qkvo": ("delta_q", "delta_k", "delta_v", "delta_o")}  # `tune --deltas-on`
 
 
 class FullDelta(torch.nn.Module):
@@ -55,26 +58,35 @@ def make_delta(weight_shape: tuple[int, int], rank: int, generator: torch.Genera
     return FullDelta(out_features, in_features)
 
 
-def attach_deltas(scorer: Any, rank: int = 0, seed: int = 0) -> list[torch.nn.Parameter]:
-    """Give every cross-attention layer zero-valued p^k, p^v; returns the new (trainable) parameters."""
+def attach_deltas(scorer: Any, rank: int = 0, seed: int = 0,
+                  slots: tuple[str, ...] = PAPER_SLOTS) -> list[torch.nn.Parameter]:
+    """Give every cross-attention layer zero-valued deltas in `slots` (the paper's p^k, p^v by default);
+    returns the new (trainable) parameters."""
     generator = torch.Generator().manual_seed(seed)
-    scorer.invalidate()
+    detach_deltas(scorer, keep_weights=True)
     params: list[torch.nn.Parameter] = []
     for name, proc in scorer.processors.items():
         attn = scorer.parts.unet.get_submodule(name)
-        for slot, linear in zip(("delta_k", "delta_v"), proc.context_projections(attn)):
+        for slot in slots:
+            if slot not in proc.delta_slots:
+                raise DiscffError(f"'{scorer.parts.name}' takes prompt deltas on its key and value projections only "
+                                  f"(its joint attention has no separate {slot[-1]} projection to tune); use "
+                                  "--deltas-on kv.")
+            linear = proc.projection(attn, slot)
             delta = make_delta(tuple(linear.weight.shape), rank, generator).to(scorer.device)
             setattr(proc, slot, delta)
             params.extend(delta.parameters())
     return params
 
 
-def detach_deltas(scorer: Any) -> None:
-    """Back to the base model: no deltas, uniform head and condition weights."""
+def detach_deltas(scorer: Any, keep_weights: bool = False) -> None:
+    """Back to the base model: no deltas and (unless `keep_weights`) uniform head and condition weights."""
     for proc in scorer.processors.values():
-        proc.delta_k = proc.delta_v = None
-    scorer.head_weights.clear()
-    scorer.condition_weights = {}
+        for slot in SLOTS:
+            setattr(proc, slot, None)
+    if not keep_weights:
+        scorer.head_weights.clear()
+        scorer.condition_weights = {}
     scorer.invalidate()
 
 
@@ -83,7 +95,7 @@ def delta_tensors(scorer: Any) -> dict[str, torch.Tensor]:
     `condition_weights` (engine/condition_weights.py) when the scorer has them."""
     tensors: dict[str, torch.Tensor] = {}
     for name, proc in scorer.processors.items():
-        for slot in ("delta_k", "delta_v"):
+        for slot in SLOTS:
             delta = getattr(proc, slot)
             if delta is None:
                 continue
@@ -96,7 +108,12 @@ def delta_tensors(scorer: Any) -> dict[str, torch.Tensor]:
 
 def has_prompt_deltas(tensors: dict[str, torch.Tensor]) -> bool:
     """False for a file of timestep weights alone (`discff tune --no-prompt-deltas`)."""
-    return any(key.startswith(("delta_k.", "delta_v.")) for key in tensors)
+    return any(key.startswith(tuple(f"{slot}." for slot in SLOTS)) for key in tensors)
+
+
+def slots_of(tensors: dict[str, torch.Tensor]) -> tuple[str, ...]:
+    """The delta slots a file holds, in SLOTS order."""
+    return tuple(slot for slot in SLOTS if any(key.startswith(f"{slot}.") for key in tensors))
 
 
 def load_delta_tensors(scorer: Any, tensors: dict[str, torch.Tensor], rank: int,
@@ -110,10 +127,11 @@ def load_delta_tensors(scorer: Any, tensors: dict[str, torch.Tensor], rank: int,
         detach_deltas(scorer)
         _load_condition_weights(scorer, tensors, grid)
         return
-    attach_deltas(scorer, rank)
+    slots = slots_of(tensors)
+    attach_deltas(scorer, rank, slots=slots)
     with torch.no_grad():
         for name, proc in scorer.processors.items():
-            for slot in ("delta_k", "delta_v"):
+            for slot in slots:
                 for pname, param in getattr(proc, slot).named_parameters():
                     key = f"{slot}.{name}.{pname}"
                     if key not in tensors or tuple(tensors[key].shape) != tuple(param.shape):

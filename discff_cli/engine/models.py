@@ -18,6 +18,8 @@ from index.hub import hub_reachable
 
 ASSETS = Path(__file__).parents[1] / "assets"
 DEMO_MODEL_DIR = ASSETS / "demo" / "diffusion"
+# `discff tune` on 5% of the demo world's train split (training/demo_models/tune_demo_deltas.py)
+DEMO_TUNED_DELTAS = ASSETS / "demo" / "tuned" / "discffusion.safetensors"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 

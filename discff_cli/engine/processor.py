@@ -62,6 +62,9 @@ class LSECrossAttnProcessor(torch.nn.Module):
         self.record = record
         self.delta_k: torch.nn.Module | None = None
         self.delta_v: torch.nn.Module | None = None
+        # Beyond the paper (`tune --deltas-on qkvo`): deltas on the query and output projections too.
+        self.delta_q: torch.nn.Module | None = None
+        self.delta_o: torch.nn.Module | None = None
         # Optional `hook(name, logits) -> logits` run on A before pooling; tuning uses it for Eq. 7.
         self.logit_hook: Any = None
 
@@ -69,6 +72,13 @@ class LSECrossAttnProcessor(torch.nn.Module):
     def context_projections(attn: Any) -> tuple[torch.nn.Linear, torch.nn.Linear]:
         """The linear maps the prompt deltas are added to: attn2's key and value (W^k, W^v)."""
         return attn.to_k, attn.to_v
+
+    delta_slots = ("delta_k", "delta_v", "delta_q", "delta_o")  # the slots this processor's forward adds
+
+    def projection(self, attn: Any, slot: str) -> torch.nn.Linear:
+        """The linear map a delta slot (delta_q, delta_k, delta_v, delta_o) is added to."""
+        key, value = self.context_projections(attn)
+        return {"delta_q": attn.to_q, "delta_k": key, "delta_v": value, "delta_o": attn.to_out[0]}[slot]
 
     def project_kv(self, attn: Any, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """K and V with the prompt deltas added: (W + p)·c = W·c + p·c."""
@@ -94,6 +104,8 @@ class LSECrossAttnProcessor(torch.nn.Module):
         context = attn.norm_encoder_hidden_states(encoder_hidden_states) if attn.norm_cross else encoder_hidden_states
 
         query = attn.to_q(hidden_states)
+        if self.delta_q is not None:
+            query = query + self.delta_q(hidden_states)
         key, value = self.project_kv(attn, context)
         head_dim = key.shape[-1] // attn.heads
         query = query.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
@@ -114,7 +126,10 @@ class LSECrossAttnProcessor(torch.nn.Module):
             out = F.scaled_dot_product_attention(query, key, value, scale=attn.scale)
 
         out = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
-        out = attn.to_out[1](attn.to_out[0](out))
+        projected = attn.to_out[0](out)
+        if self.delta_o is not None:
+            projected = projected + self.delta_o(out)
+        out = attn.to_out[1](projected)
         if input_ndim == 4:
             out = out.transpose(-1, -2).reshape(b, c, h, w)
         if attn.residual_connection:

@@ -99,6 +99,22 @@ def measure(searcher, queries: Sequence[GalleryQuery], truth: Callable[[str, str
     return records
 
 
+def with_tuned(records: Sequence[QueryRecord], tuned: Sequence[QueryRecord], family: str) -> list[QueryRecord]:
+    """`records` with one more system, `family` read under tuned deltas (TUNED % family), from a second
+    measurement of the same queries through the same search path (same shortlists)."""
+    merged = []
+    for record, other in zip(records, tuned, strict=True):
+        if other.relevant != record.relevant or other.clip_scores != record.clip_scores:
+            raise ValueError("the tuned measurement saw other shortlists than the zero-shot one")
+        merged.append(QueryRecord(record.kind, record.relevant, record.clip_scores,
+                                  {**record.scores, TUNED % family: other.scores[family]},
+                                  record.unet_passes + other.unet_passes))
+    return merged
+
+
+TUNED = "%s tuned"
+
+
 def rank_systems(records: Sequence[QueryRecord], fusion_method: str,
                  fusion_weight: float) -> dict[str, dict[str, SystemResult]]:
     """{query kind: {system: first-match ranks}} for CLIP alone and CLIP + each family, fused as search fuses."""

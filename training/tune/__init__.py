@@ -20,7 +20,8 @@ import torch
 from discff_cli.engine.scorer import Condition, Scorer
 from discff_cli.errors import DiscffError
 from training.tune import data as td
-from discff_cli.engine.deltas import attach_deltas, delta_tensors, load_delta_tensors, save_deltas_file
+from discff_cli.engine.deltas import DELTAS_ON, SLOTS, attach_deltas, delta_tensors, load_delta_tensors, \
+    save_deltas_file
 from training.tune.head_weighting import HeadWeighting
 
 CHECKPOINT_FORMAT = "discff-tune-checkpoint/1"
@@ -34,15 +35,17 @@ class TuneConfig:
     batch_size: int = 8           # triplets per optimisation step
     seed: int = 0
     rank: int = 0                 # 0 = full-rank deltas (the paper's default)
-    margin: float = 0.2
+    margin: float = 0.2           # M, in units of the score's zero-shot spread (see `Spread`)
     lr: float = 1e-4
     weight_decay: float = 1e-2
     grad_clip: float = 1.0
     val_fraction: float = 0.1
-    negatives_per_line: int = 1   # stated triplets drawn per line and epoch; 0 = all of them
+    negatives_per_line: int = 1   # stated triplets drawn per line and epoch after the hard ones; 0 = all of them
+    hard_negatives: int = 3       # a line's first stated negatives (files list them hardest first), every epoch
     head_weighting: bool = True
     checkpoint_every: int = 20    # steps between resume checkpoints
     prompt_deltas: bool = True    # False: no deltas are trained (timestep weights alone)
+    deltas_on: str = "kv"         # kv: the paper's p^k, p^v; qkvo: query and output projections too
     timestep_weights: bool = False  # fit per-condition weights after the deltas (training/timestep_weights.py)
 
 
@@ -56,6 +59,7 @@ class TuneState:
     loss_count: int = 0
     curve: list[dict] = field(default_factory=list)
     best: dict | None = None      # {"epoch", "val_accuracy", "val_loss", "tensors"}
+    spread: dict | None = None    # Spread.to_dict(), measured once before the first step
 
 
 @dataclass
@@ -100,31 +104,95 @@ def random_condition(scorer: Scorer, rng: random.Random) -> Condition:
     return Condition(0, rng.randint(min(steps), max(steps)), rng.choice(scorer.config.levels))
 
 
-def triplet_loss(pos: torch.Tensor, neg: torch.Tensor, margin: float) -> torch.Tensor:
-    """Eq. 6, averaged over the batch: max(0, f(neg) − f(pos) + M)."""
-    return torch.relu(neg - pos + margin).mean()
+def triplet_loss(pos: torch.Tensor, neg: torch.Tensor, margin: float, scale: float | torch.Tensor = 1.0) -> torch.Tensor:
+    """Eq. 6, averaged over the batch, on gaps in units of `scale`: max(0, (f(neg) − f(pos)) / scale + M)."""
+    return torch.relu((neg - pos) / scale + margin).mean()
 
 
-def train_step(scorer: Scorer, cache: PairCache, batch: list[td.Triplet], condition: Condition,
-               config: TuneConfig) -> torch.Tensor:
-    pairs = [(t.image, t.text) for t in batch] + [t.negative_pair for t in batch]
-    latents, states, mask = cache.pairs(pairs)
-    scorer.invalidate()  # the deltas moved since the last step: e(x, ∅) must be read under the current ones
-    scores = scorer.score_conditions(latents, states, mask, [condition])[:, 0]
-    return triplet_loss(scores[:len(batch)], scores[len(batch):], config.margin)
+@dataclass(frozen=True)
+class Spread:
+    """How far apart f(pos) and f(neg) lie before tuning: the standard deviation of their gap on the
+    grid's timesteps (`per_timestep`) and of the grid mean (`mean`).
+
+    The paper's M = 0.2 was set for Eq. 4's logits; the error gaps are on other scales (a per-element
+    MSE gap is ~1e-4, a plain-norm gap ~1, and both shrink at low noise), so a fixed margin is a
+    different loss for every score and timestep. Dividing each gap by its zero-shot spread makes
+    `--margin` mean the same for every family and keeps every timestep's gradient in proportion."""
+
+    timesteps: tuple[int, ...]
+    per_timestep: tuple[float, ...]
+    mean: float
+
+    def at(self, timestep: int) -> float:
+        """The spread at any timestep, interpolated between the grid's."""
+        import numpy as np
+
+        order = np.argsort(self.timesteps)
+        return float(np.interp(timestep, np.asarray(self.timesteps)[order], np.asarray(self.per_timestep)[order]))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "Spread":
+        return cls(tuple(raw["timesteps"]), tuple(raw["per_timestep"]), float(raw["mean"]))
 
 
-def evaluate(scorer: Scorer, cache: PairCache, triplets: list[td.Triplet], margin: float) -> tuple[float, float]:
-    """Accuracy (f(pos) > f(neg)) and mean triplet loss on the inference grid; each distinct pair scored once."""
+def measure_spread(scorer: Scorer, cache: PairCache, triplets: list[td.Triplet]) -> Spread:
+    """The zero-shot spread of f(pos) − f(neg) over `triplets` (at most 128), per grid timestep."""
+    pos, neg = _grid_scores(scorer, cache, triplets[:128])
+    return spread_of(scorer, pos, neg)
+
+
+def spread_of(scorer: Scorer, pos: torch.Tensor, neg: torch.Tensor) -> Spread:
+    """`Spread` of the gaps of grid scores [T, C] (the scorer's conditions, in order)."""
+    gaps = (pos - neg).double()
+    floor = 1e-12  # a score that cannot tell these triplets apart at all still gets a finite scale
+
+    def spread(values: torch.Tensor) -> torch.Tensor:
+        return (values.std(dim=0) if len(values) > 1 else values.abs().mean(dim=0)).clamp_min(floor)
+
+    by_timestep: dict[int, list[float]] = {}
+    for condition, value in zip(scorer.conditions, spread(gaps).tolist()):
+        by_timestep.setdefault(condition.timestep, []).append(value)
+    timesteps = tuple(sorted(by_timestep))
+    return Spread(timesteps, tuple(sum(by_timestep[t]) / len(by_timestep[t]) for t in timesteps),
+                  float(spread(gaps.mean(dim=1))))
+
+
+def _grid_scores(scorer: Scorer, cache: PairCache, triplets: list[td.Triplet]) -> tuple[torch.Tensor, torch.Tensor]:
+    """f(pos) and f(neg) of every triplet under every grid condition, [T, C]; each distinct pair scored once."""
     pairs = sorted({(t.image, t.text) for t in triplets} | {t.negative_pair for t in triplets})
     latents, states, mask = cache.pairs(pairs)
     scorer.invalidate()
     with torch.inference_mode():
-        scores = scorer.score_latents(latents, states, mask)
-    value = dict(zip(pairs, scores.tolist()))
-    pos = torch.tensor([value[(t.image, t.text)] for t in triplets])
-    neg = torch.tensor([value[t.negative_pair] for t in triplets])
-    return float((pos > neg).float().mean()), float(triplet_loss(pos, neg, margin))
+        scores = scorer.score_conditions(latents, states, mask)
+    row = {pair: i for i, pair in enumerate(pairs)}
+    pos = scores[[row[(t.image, t.text)] for t in triplets]]
+    neg = scores[[row[t.negative_pair] for t in triplets]]
+    return pos, neg
+
+
+def train_step(scorer: Scorer, cache: PairCache, batch: list[td.Triplet], condition: Condition,
+               config: TuneConfig, spread: Spread | None = None) -> torch.Tensor:
+    pairs = [(t.image, t.text) for t in batch] + [t.negative_pair for t in batch]
+    latents, states, mask = cache.pairs(pairs)
+    scorer.invalidate()  # the deltas moved since the last step: e(x, ∅) must be read under the current ones
+    scores = scorer.score_conditions(latents, states, mask, [condition])[:, 0]
+    scale = spread.at(condition.timestep) if spread else 1.0
+    return triplet_loss(scores[:len(batch)], scores[len(batch):], config.margin, scale)
+
+
+def evaluate(scorer: Scorer, cache: PairCache, triplets: list[td.Triplet], margin: float,
+             spread: Spread | None = None) -> tuple[float, float]:
+    """Accuracy (f(pos) > f(neg)) and mean triplet loss on the inference grid (the grid mean's gaps in
+    units of its zero-shot spread)."""
+    return grid_metrics(*_grid_scores(scorer, cache, triplets), margin, spread)
+
+
+def grid_metrics(pos: torch.Tensor, neg: torch.Tensor, margin: float, spread: Spread | None) -> tuple[float, float]:
+    pos, neg = pos.mean(dim=1), neg.mean(dim=1)
+    return float((pos > neg).float().mean()), float(triplet_loss(pos, neg, margin, spread.mean if spread else 1.0))
 
 
 class Tuner:
@@ -135,14 +203,16 @@ class Tuner:
         """`split`: the file's `td.tuning_split`, when the caller already read it to fail before loading a model."""
         self.scorer, self.config, self.out = scorer, config, Path(out)
         self.train_file = Path(train_file)
-        split = split or td.tuning_split(train_file, config.val_fraction, config.seed, config.negatives_per_line)
+        split = split or td.tuning_split(train_file, config.val_fraction, config.seed, config.negatives_per_line,
+                                         config.hard_negatives)
         examples = split.examples
         self.digest = td.file_digest(train_file)
         self.train_examples = split.train
         self.val_triplets = split.val_triplets
         everything = td.epoch_triplets(examples, examples, random.Random(0)) + self._all_sampling_candidates(examples)
         self.cache = PairCache(scorer, everything + self.val_triplets)
-        self.params = attach_deltas(scorer, config.rank, config.seed) if config.prompt_deltas else []
+        self.params = attach_deltas(scorer, config.rank, config.seed, DELTAS_ON[config.deltas_on]) \
+            if config.prompt_deltas else []
         self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay) \
             if self.params else None
         self.heads = HeadWeighting(scorer) if config.head_weighting and config.prompt_deltas else None
@@ -158,12 +228,13 @@ class Tuner:
 
     def epoch_batches(self, epoch: int) -> list[list[td.Triplet]]:
         return td.epoch_batches(self.train_examples, self.config.seed, epoch, self.config.negatives_per_line,
-                                self.config.batch_size)
+                                self.config.batch_size, self.config.hard_negatives)
 
     def step(self, epoch: int, index: int, batch: list[td.Triplet]) -> float:
         rng = random.Random(f"discff-tune/condition/{self.config.seed}/{epoch}/{index}")
         self.optimizer.zero_grad(set_to_none=True)
-        loss = train_step(self.scorer, self.cache, batch, random_condition(self.scorer, rng), self.config)
+        loss = train_step(self.scorer, self.cache, batch, random_condition(self.scorer, rng), self.config,
+                          self.spread)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)
         self.optimizer.step()
@@ -171,9 +242,24 @@ class Tuner:
             self.heads.update()
         return float(loss.detach())
 
+    @property
+    def spread(self) -> Spread | None:
+        return Spread.from_dict(self.state.spread) if self.state.spread else None
+
+    def measure_spread(self) -> None:
+        """The zero-shot spread the margin is measured in: from the held-out triplets' epoch-0 scores
+        (`validate`), or, with nothing held out, from a sample of the first epoch's triplets."""
+        if self.state.spread is None:
+            sample = [t for batch in self.epoch_batches(0) for t in batch]
+            self.state.spread = measure_spread(self.scorer, self.cache, sample).to_dict()
+
     def validate(self, epoch: int, train_loss: float | None) -> dict:
-        acc, loss = evaluate(self.scorer, self.cache, self.val_triplets, self.config.margin) \
-            if self.val_triplets else (None, None)
+        acc = loss = None
+        if self.val_triplets:
+            pos, neg = _grid_scores(self.scorer, self.cache, self.val_triplets)
+            if self.state.spread is None and len(self.val_triplets) > 1:
+                self.state.spread = spread_of(self.scorer, pos, neg).to_dict()
+            acc, loss = grid_metrics(pos, neg, self.config.margin, self.spread)
         point = {"epoch": epoch, "train_loss": train_loss, "val_accuracy": acc, "val_loss": loss}
         self.state.curve.append(point)
         best = self.state.best
@@ -194,6 +280,8 @@ class Tuner:
             if not self.state.curve:
                 report({"phase": "validate", "epoch": 0})
                 report({"phase": "epoch", **self.validate(0, None)})  # the zero-shot starting point
+            if self.config.prompt_deltas:
+                self.measure_spread()
             while self.config.prompt_deltas and self.state.epoch < self.config.epochs:
                 batches = self.epoch_batches(self.state.epoch)
                 for index in range(self.state.step, len(batches)):
@@ -247,6 +335,7 @@ class Tuner:
             "best_epoch": best.get("epoch"),
             "n_train_triplets": self.n_train_triplets(),
             "n_val_triplets": len(self.val_triplets),
+            "spread": self.state.spread,
             "timestep_weights": self.timestep_report,
         })
 
@@ -298,7 +387,8 @@ class Tuner:
         load_delta_tensors(self.scorer, payload["deltas"], self.config.rank)
         if self.config.prompt_deltas:
             self.params = [p for proc in self.scorer.processors.values()
-                           for delta in (proc.delta_k, proc.delta_v) for p in delta.parameters()]
+                           for slot in SLOTS if getattr(proc, slot) is not None
+                           for p in getattr(proc, slot).parameters()]
             self.optimizer = torch.optim.AdamW(self.params, lr=self.config.lr, weight_decay=self.config.weight_decay)
             self.optimizer.load_state_dict(payload["optimizer"])
         if self.heads is not None:

@@ -144,17 +144,24 @@ def sampled_triplet(ex: Example, pool: list[Example], rng: random.Random) -> Tri
 
 
 def epoch_triplets(examples: list[Example], pool: list[Example], rng: random.Random,
-                   per_line: int = 0) -> list[Triplet]:
-    """The triplets of one epoch: each positive line's stated triplets (`per_line` of them drawn at
-    random when > 0, so an epoch costs the same for 1 or 9 negatives a line), or one sampled from `pool`."""
+                   per_line: int = 0, hard: int = 0) -> list[Triplet]:
+    """The triplets of one epoch: each positive line's stated triplets, or one sampled from `pool`.
+
+    A file lists each line's negatives hardest first (the demo world's files put the swaps before the
+    replaced attributes), so the first `hard` stated ones are trained every epoch; of the rest,
+    `per_line` are drawn at random when > 0 (so an epoch costs the same for 4 or 40 negatives a
+    line), all of them when 0."""
     positives = [e for e in pool if e.label == 1]
     triplets: list[Triplet] = []
     for ex, mine in explicit_triplets(examples):
         if not mine:
             sampled = sampled_triplet(ex, positives, rng)
             mine = [sampled] if sampled is not None else []
-        elif 0 < per_line < len(mine):
-            mine = rng.sample(mine, per_line)
+        else:
+            first, rest = mine[:hard], mine[hard:]
+            if 0 < per_line < len(rest):
+                rest = rng.sample(rest, per_line)
+            mine = first + rest
         triplets += mine
     return triplets
 
@@ -177,7 +184,7 @@ class TuningSplit:
     val_lines: list[int]
 
 
-def tuning_split(path: str | Path, val_fraction: float, seed: int, per_line: int = 0) -> TuningSplit:
+def tuning_split(path: str | Path, val_fraction: float, seed: int, per_line: int = 0, hard: int = 0) -> TuningSplit:
     """Read the file, hold out `val_fraction` of its lines (none when that would leave nothing to train on)."""
     examples = read_examples(path)
     train, val = split_examples(examples, val_fraction, seed)
@@ -186,15 +193,16 @@ def tuning_split(path: str | Path, val_fraction: float, seed: int, per_line: int
         train, val = examples, []
         triplets = epoch_triplets(train, train, random.Random(0))
     require_triplets(triplets, path)
-    val_triplets = epoch_triplets(val, examples, random.Random(f"discff-tune/val/{seed}"), per_line)
+    val_triplets = epoch_triplets(val, examples, random.Random(f"discff-tune/val/{seed}"), per_line, hard)
     return TuningSplit(examples, train, val_triplets, [e.line for e in val])
 
 
-def epoch_batches(train: list[Example], seed: int, epoch: int, per_line: int, batch_size: int) -> list[list[Triplet]]:
+def epoch_batches(train: list[Example], seed: int, epoch: int, per_line: int, batch_size: int,
+                  hard: int = 0) -> list[list[Triplet]]:
     """The shuffled batches of one 0-based epoch; deterministic per (seed, epoch), so a resumed run
     sees the same batches."""
     rng = random.Random(f"discff-tune/epoch/{seed}/{epoch}")
-    triplets = epoch_triplets(train, train, rng, per_line)
+    triplets = epoch_triplets(train, train, rng, per_line, hard)
     rng.shuffle(triplets)
     size = max(1, batch_size)
     return [triplets[i:i + size] for i in range(0, len(triplets), size)]

@@ -26,6 +26,8 @@ class JointLSEProcessor(LSECrossAttnProcessor):
     head weighting reach it the same way) and replaces only the attention itself.
     """
 
+    delta_slots = ("delta_k", "delta_v")  # query/output deltas (`tune --deltas-on qkvo`) are U-Net-only
+
     @staticmethod
     def context_projections(attn: Any) -> tuple[torch.nn.Linear, torch.nn.Linear]:
         """The linear maps the prompt deltas are added to: the text tokens' key and value."""
