@@ -57,6 +57,8 @@ class BuildOptions:
     index_type: str | None = None       # force flat/hnsw/ivf_flat/ivf_pq instead of choosing
     rebuild: bool = False
     dct: bool = True                    # decode JPEGs at the DCT scale the model needs (False: full decode)
+    image_column: str | None = None     # parquet files: the column of image bytes (None: detected)
+    caption_column: str | None = None   # parquet files: the caption column (None: detected)
     fail_after_batches: int | None = None
     # Where decoding and CLIP run instead of this process (index/ray_embed.py): called with
     # (opts, files to embed, known hashes), yields (embeddings of the good files, per-file meta as
@@ -156,16 +158,23 @@ class _Previous:
 def _build_locked(opts: BuildOptions, clip, store: IndexDir, events: BuildEvents, start: float) -> BuildSummary:
     summary = BuildSummary()
     prev = _read_previous(opts, clip, store, summary)
-    pending = Pending(store, {"root": str(opts.root), "clip": clip.fingerprint, "dim": clip.dim,
-                              "max_pixels": opts.max_pixels, "dct": opts.dct})
+    from index.parquet import remember_columns
+
+    columns = (opts.image_column, opts.caption_column)
+    remember_columns(opts.root, *columns)  # decoding workers (forked) read parquet rows with these
+    session = {"root": str(opts.root), "clip": clip.fingerprint, "dim": clip.dim, "max_pixels": opts.max_pixels,
+               "dct": opts.dct}
+    if any(columns):
+        session["parquet_columns"] = list(columns)
+    pending = Pending(store, session)
     if opts.rebuild:
         pending.clear()
     resumed = pending.load()
 
     events.on_stage("Scanning")
     renamed: list[str] = []
-    plan = merge(iter_scan(opts.root, opts.shards, renamed), prev.records(), resumed, pending.dir / "plan",
-                 events.on_skip)
+    plan = merge(iter_scan(opts.root, opts.shards, renamed, columns), prev.records(), resumed,
+                 pending.dir / "plan", events.on_skip)
     try:
         summary.files, summary.safe_names = plan.counts.files, renamed
         summary.unchanged, summary.indexed, summary.resumed = (plan.counts.unchanged, plan.counts.resumed_ok,
@@ -377,6 +386,7 @@ def _publish(opts: BuildOptions, clip, store: IndexDir, prev: _Previous, plan: P
         "errors": errors,
         "max_pixels": opts.max_pixels,
         "decode": "dct-scaled" if opts.dct else "full",
+        "parquet_columns": {"image": opts.image_column, "caption": opts.caption_column},
         "faiss": {"type": kind, "params": built.params, "recall_at_10": round(built.recall_at_10, 4),
                   "recall_queries": built.recall_queries, "gpu": gpu, "tuning": built.tuning,
                   "build_seconds": round(built.build_seconds, 3)},

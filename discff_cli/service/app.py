@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import mimetypes
 import os
 import time
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from discff_cli.errors import DiscffError
 from index.errors import IndexError_
-from index.tars import split_member_path
+from index.containers import names_member
 from discff_cli.search.pipeline import Fusion
 from discff_cli.service.explain_job import ExplainQuery, run_explain
 from discff_cli.service.queries import SCORES, Query, run_query
@@ -136,16 +135,16 @@ def create_app(worker: ModelWorker, settings: ServeSettings) -> FastAPI:
 
     @app.get("/images/{item_id}")
     def image(item_id: int) -> Response:
-        from index.tars import read_member
+        from index.containers import media_type, read_member
 
         path = indexed_file(worker.models, item_id)
         try:
             member = read_member(path)  # None: a loose file
         except (OSError, EOFError) as exc:
-            return error(404, f"Image {item_id} cannot be read from its shard ({exc}).")
+            return error(404, f"Image {item_id} cannot be read from its shard or parquet file ({exc}).")
         if member is None:
             return FileResponse(path)
-        return Response(member, media_type=mimetypes.guess_type(path.name)[0] or "application/octet-stream")
+        return Response(member, media_type=media_type(member, path.name))
 
     @app.get("/thumbs/{item_id}")
     def thumb(item_id: int) -> Response:
@@ -237,7 +236,7 @@ def indexed_file(searcher, item_id: int) -> Path:
     real = os.path.realpath(path)
     if os.path.commonpath([root, real]) != root:
         raise StarletteHTTPException(404, f"Image {item_id} lies outside the indexed folder; it is not served.")
-    if not os.path.isfile(real) and split_member_path(real) is None:  # a loose file, or a member of a shard
+    if not os.path.isfile(real) and not names_member(real):  # a loose file, a shard member, a parquet row
         raise StarletteHTTPException(404, f"Image {item_id} is no longer on disk; rebuild the index.")
     return Path(real)
 
