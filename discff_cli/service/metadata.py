@@ -3,8 +3,9 @@ its caption when the collection has one.
 
 The index records each file's size, modification time and size in pixels (items.parquet); only the
 rows of one page of results are read. A caption is a sidecar text file beside the image with the
-same stem (`scene-0001.png` -> `scene-0001.txt`), the convention of webdataset/img2dataset folders
-and of the demo gallery; the index itself stores no text.
+same stem (`scene-0001.png` -> `scene-0001.txt`), a webdataset sample's `.txt` or a parquet row's
+caption column, as the items table stored it (an index built before captions were stored: the file
+beside the image).
 """
 
 from __future__ import annotations
@@ -22,17 +23,24 @@ def item_metadata(searcher: Any, ids: list[int]) -> dict[int, dict]:
     if not ids:
         return {}
     index = searcher.index
-    table = pq.read_table(index.store.file(index.manifest, "items"),
-                          columns=["row", "size", "mtime_ns", "width", "height"], filters=[("row", "in", ids)])
+    path = index.store.file(index.manifest, "items")
+    stored = "caption" in pq.ParquetFile(path).schema_arrow.names  # absent from indexes built before captions
+    table = pq.read_table(path, columns=["row", "size", "mtime_ns", "width", "height"] + ["caption"] * stored,
+                          filters=[("row", "in", ids)])
     out = {}
     for rec in table.to_pylist():
         item = {"width": rec["width"], "height": rec["height"], "bytes": rec["size"],
                 "modified_ns": rec["mtime_ns"]}
-        caption = sidecar_caption(index.root / index.rel_by_row[rec["row"]])
+        caption = _short(rec["caption"]) if stored else sidecar_caption(index.root / index.rel_by_row[rec["row"]])
         if caption:
             item["caption"] = caption
         out[rec["row"]] = item
     return out
+
+
+def _short(caption: str | None) -> str | None:
+    caption = " ".join((caption or "").split())
+    return caption[:CAPTION_CHARS - 1] + "…" if len(caption) > CAPTION_CHARS else caption or None
 
 
 def sidecar_caption(image: Path) -> str | None:
