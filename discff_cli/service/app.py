@@ -27,6 +27,7 @@ from index.errors import IndexError_
 from index.containers import names_member
 from discff_cli.search.pipeline import Fusion
 from discff_cli.service.explain_job import ExplainQuery, run_explain
+from discff_cli.service.knn import KnnError, index_name, metadata_rows, parse_knn, run_knn
 from discff_cli.service.queries import SCORES, Query, run_query
 from discff_cli.service.thumbs import ThumbCache
 from discff_cli.service.worker import FAST, SLOW, ModelWorker, QueueFull
@@ -122,6 +123,35 @@ def create_app(worker: ModelWorker, settings: ServeSettings) -> FastAPI:
         except (DiscffError, IndexError_) as exc:  # e.g. an indexed file deleted since the build
             return error(500, str(exc))
 
+    name = index_name(settings.index_dir)
+
+    @app.get("/indices-list")
+    def indices_list() -> list:
+        """clip-retrieval's list of the indices this back end serves: this one."""
+        return [name]
+
+    @app.post("/knn-service")
+    async def knn_service(request: Request) -> Response:
+        """clip-retrieval's search (discff_cli/service/knn.py), plus discff's "rerank": N."""
+        try:
+            query = parse_knn(await request.body(), name, settings, worker.models.clip.dim, str(request.base_url))
+        except KnnError as exc:
+            return error(400, str(exc))
+        threads = settings.threads if query.rerank else settings.shortlist_threads
+        job = partial(_threaded, run_knn, threads=threads, searcher_query=query)
+        response = await run_job(job, SLOW if query.rerank else FAST, "search")
+        if query.ignored and response.status_code == 200:
+            response.headers["X-Discff-Ignored"] = ", ".join(query.ignored)
+        return response
+
+    @app.post("/metadata")
+    async def metadata(request: Request) -> Response:
+        """clip-retrieval's metadata of index ids: caption, url, path."""
+        try:
+            return JSONResponse(metadata_rows(worker.models, await request.body(), name))
+        except KnnError as exc:
+            return error(400, str(exc))
+
     @app.get("/explain")
     async def explain(request: Request) -> Response:
         received = time.perf_counter()
@@ -158,6 +188,14 @@ def create_app(worker: ModelWorker, settings: ServeSettings) -> FastAPI:
         return Response(data, media_type="image/jpeg")
 
     return app
+
+
+def _threaded(run, searcher, threads: int | None, searcher_query):
+    """`run(searcher, query)` on the model worker with `threads` CPU threads."""
+    from discff_cli.service.queries import cpu_threads
+
+    with cpu_threads(threads):
+        return run(searcher, searcher_query)
 
 
 def parse_query(params: dict[str, str], settings: ServeSettings) -> Query:
@@ -245,7 +283,8 @@ def _install_errors(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         messages = {404: f"Nothing is served at {request.url.path[:100]}.",
-                    405: f"{request.method} is not allowed on {request.url.path[:100]}; use GET."}
+                    405: f"{request.method} is not allowed on {request.url.path[:100]}; use "
+                         f"{(getattr(exc, 'headers', None) or {}).get('Allow', 'GET')}."}
         detail = exc.detail if isinstance(exc.detail, str) and exc.detail.endswith(".") else None
         return error(exc.status_code, detail or messages.get(exc.status_code, "The request was refused."),
                      getattr(exc, "headers", None))
