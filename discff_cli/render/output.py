@@ -64,6 +64,9 @@ def format_score(value: float | None, digits: int = 4) -> str:
     return "0" if text in ("-0", "0") else text
 
 
+PATH_ROOM = 30   # what a shortened path keeps when a caption wraps beside it: the file name and a folder or two
+
+
 def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]],
                 justify: Sequence[str] | None = None, shrink: int | None = None, wrap: int | None = None) -> None:
     """A rich table on stdout; numbers are pre-formatted by the caller.
@@ -97,7 +100,7 @@ def table_lines(title: str | None, columns: Sequence[str], rows: Sequence[Sequen
     cells = [[str(cell) for cell in row] for row in rows]
     columns, justify = list(columns), list(justify) if justify else None
     if width and wrap is not None and table_width(columns, cells) > width:
-        cells, kept = _wrap_column(columns, cells, wrap, width)
+        cells, kept = _wrap_column(columns, cells, wrap, width, shrink)
         if not kept:
             name = columns.pop(wrap)
             justify = justify[:wrap] + justify[wrap + 1:] if justify else None
@@ -121,12 +124,18 @@ def table_lines(title: str | None, columns: Sequence[str], rows: Sequence[Sequen
     return captured.get(), shortened
 
 
-def _wrap_column(columns: list[str], cells: list[list[str]], i: int, width: int) -> tuple[list[list[str]], bool]:
+def _wrap_column(columns: list[str], cells: list[list[str]], i: int, width: int,
+                 shrink: int | None = None) -> tuple[list[list[str]], bool]:
     """Cells with column `i` wrapped between words into the room the other columns leave (at least 12
-    characters and its longest word); (cells without the column, False) when that room is not there."""
+    characters and its longest word); (cells without the column, False) when that room is not there.
+    A column that may shrink (a path) is counted at PATH_ROOM characters at most: it gives way next."""
     import textwrap
 
-    others = table_width(columns[:i] + columns[i + 1:], [row[:i] + row[i + 1:] for row in cells])
+    counted = [row[:] for row in cells]
+    if shrink is not None:
+        for row in counted:
+            row[shrink] = row[shrink][-PATH_ROOM:]
+    others = table_width(columns[:i] + columns[i + 1:], [row[:i] + row[i + 1:] for row in counted])
     room = width - others - 3
     longest = max([len(w) for row in cells for w in row[i].split()] + [len(columns[i])])
     if room < max(12, longest):
