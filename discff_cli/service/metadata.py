@@ -3,9 +3,8 @@ its caption when the collection has one.
 
 The index records each file's size, modification time and size in pixels (items.parquet); only the
 rows of one page of results are read. A caption is a sidecar text file beside the image with the
-same stem (`scene-0001.png` -> `scene-0001.txt`), a webdataset sample's `.txt` or a parquet row's
-caption column, as the items table stored it (an index built before captions were stored: the file
-beside the image).
+same stem (`scene-0001.png` -> `scene-0001.txt`), read as it is now; a webdataset sample's `.txt`
+or a parquet row's caption column, as the items table stored it.
 """
 
 from __future__ import annotations
@@ -20,6 +19,8 @@ def item_metadata(searcher: Any, ids: list[int]) -> dict[int, dict]:
     """{id: {"width", "height", "bytes", "modified", "caption"?}} for the index rows `ids`."""
     import pyarrow.parquet as pq
 
+    from index.containers import names_member
+
     if not ids:
         return {}
     index = searcher.index
@@ -31,7 +32,10 @@ def item_metadata(searcher: Any, ids: list[int]) -> dict[int, dict]:
     for rec in table.to_pylist():
         item = {"width": rec["width"], "height": rec["height"], "bytes": rec["size"],
                 "modified_ns": rec["mtime_ns"]}
-        caption = _short(rec["caption"]) if stored else sidecar_caption(index.root / index.rel_by_row[rec["row"]])
+        file = index.root / index.rel_by_row[rec["row"]]
+        # a loose file's .txt is read as it is now (edited since the build, the page shows the edit);
+        # a shard member or parquet row has no file beside it: its caption is the one stored
+        caption = (None if names_member(file) else sidecar_caption(file)) or (_short(rec["caption"]) if stored else None)
         if caption:
             item["caption"] = caption
         out[rec["row"]] = item
