@@ -164,6 +164,9 @@ def test_score_service_and_thumbnails_read_rows_in_place(built, tmp_path):
     assert result.exit_code == 0, result.output
     missing = run_cli("score", built / "hf" / "train-00000-of-00002.parquet#99", captions, "--model", "demo")
     assert missing.exit_code != 0 and "Traceback" not in missing.output
+    reranked = _search(built / "idx-i2d", "green", "--top", "3", "--rerank", "3", "--model", "demo", "--steps", "1",
+                       "--levels", "1.0", "--device", "cpu")
+    assert all(r["rerank_score"] is not None for r in reranked)  # the diffusion model read the rows too
     worker, app = start_service(built / "idx-i2d")
     try:
         client = TestClient(app)
