@@ -16,6 +16,7 @@ the new generation is published.
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import json
 import os
 import time
@@ -25,13 +26,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
+import pyarrow as pa
 
 from index import faiss_index
 from index.errors import IndexDamaged, IndexError_, ModelMismatch
 from index.imageio import DEFAULT_MAX_PIXELS
 from index.pending import Pending
-from index.plan import KIND, Plan, entry_of, known_content, merge, record
-from index.records import iter_items
+from index.plan import KIND, PLAN_SCHEMA, SOURCE, Plan, entry_of, known_content, merge, record
+from index.records import RecordSpool, iter_items
 from index.scan import FileEntry, hash_many, iter_scan, read_sidecars
 from index.store import FORMAT_VERSION, IndexDir, writer_lock
 
@@ -57,6 +59,8 @@ class BuildOptions:
     index_type: str | None = None       # force flat/hnsw/ivf_flat/ivf_pq instead of choosing
     rebuild: bool = False
     dct: bool = True                    # decode JPEGs at the DCT scale the model needs (False: full decode)
+    image_column: str | None = None     # parquet files: the column of image bytes (None: detected)
+    caption_column: str | None = None   # parquet files: the caption column (None: detected)
     fail_after_batches: int | None = None
     # Where decoding and CLIP run instead of this process (index/ray_embed.py): called with
     # (opts, files to embed, known hashes), yields (embeddings of the good files, per-file meta as
@@ -156,16 +160,24 @@ class _Previous:
 def _build_locked(opts: BuildOptions, clip, store: IndexDir, events: BuildEvents, start: float) -> BuildSummary:
     summary = BuildSummary()
     prev = _read_previous(opts, clip, store, summary)
-    pending = Pending(store, {"root": str(opts.root), "clip": clip.fingerprint, "dim": clip.dim,
-                              "max_pixels": opts.max_pixels, "dct": opts.dct})
+    from index.parquet import remember_columns
+
+    columns = (opts.image_column, opts.caption_column)
+    remember_columns(opts.root, *columns)  # decoding workers (forked) read parquet rows with these
+    session = {"root": str(opts.root), "clip": clip.fingerprint, "dim": clip.dim, "max_pixels": opts.max_pixels,
+               "dct": opts.dct}
+    if any(columns):
+        session["parquet_columns"] = list(columns)
+    pending = Pending(store, session)
     if opts.rebuild:
         pending.clear()
     resumed = pending.load()
 
     events.on_stage("Scanning")
     renamed: list[str] = []
-    plan = merge(iter_scan(opts.root, opts.shards, renamed), prev.records(), resumed, pending.dir / "plan",
-                 events.on_skip)
+    plan = merge(iter_scan(opts.root, opts.shards, renamed, columns), prev.records(), resumed,
+                 pending.dir / "plan", events.on_skip)
+    resolved = None
     try:
         summary.files, summary.safe_names = plan.counts.files, renamed
         summary.unchanged, summary.indexed, summary.resumed = (plan.counts.unchanged, plan.counts.resumed_ok,
@@ -176,6 +188,8 @@ def _build_locked(opts: BuildOptions, clip, store: IndexDir, events: BuildEvents
         manifest = _publish(opts, clip, store, prev, plan, resolved, pending, summary)
     finally:
         plan.close()
+        if resolved is not None:
+            resolved.close()
     pending.clear()
     summary.seconds = time.perf_counter() - start
     summary.embed_seconds = embed_seconds
@@ -221,36 +235,98 @@ def _read_previous(opts: BuildOptions, clip, store: IndexDir, summary: BuildSumm
 
 
 def _match_by_hash(opts: BuildOptions, plan: Plan, prev: _Previous, resumed: dict, summary: BuildSummary,
-                   events: BuildEvents) -> tuple[dict[int, tuple], Sequence[FileEntry], dict[str, str | None]]:
+                   events: BuildEvents) -> tuple["Resolved", Sequence[FileEntry], dict[str, str | None]]:
     """Reuse the embedding of a renamed, touched or copied image; return (resolved candidates, what
-    must be embedded, the hashes already read).
+    must be embedded, the hashes already read of what must be embedded).
 
     Images are hashed only when something is known to match against, so a first build reads every
     image once (to decode it), not twice; then everything to embed is the candidate spool itself.
+    Candidates are hashed a batch at a time into a spool and their resolved records spooled too,
+    so a rewritten million-row parquet file costs only the set of its hashes in memory.
     """
-    resolved: dict[int, tuple] = {}   # candidate -> (record, embedding source, new path reusing an old one)
+    resolved = Resolved(plan.plan.path.parent / "resolved.arrow")
     if not len(plan.cands):
-        return resolved, [], {}
+        return resolved.finish(), [], {}
     if not (plan.prev_has_vectors or any(rec["status"] == "ok" for rec, _ in resumed.values())):
-        return resolved, _Todo(plan.cands, None), {}
+        return resolved.finish(), _Todo(plan.cands, None), {}
     events.on_stage("Hashing changed files")
-    hashes = hash_many(opts.root, (entry_of(c) for c in plan.cands))
-    known = known_content({h for h in hashes.values() if h}, prev.records(), resumed)
+    hashed = RecordSpool(plan.plan.path.parent / "hashes.arrow", pa.schema([("hash", pa.string())]))
+    wanted: set[str] = set()
+    chunk: list[FileEntry] = []
+    for cand in itertools.chain(plan.cands, [None]):
+        if cand is not None:
+            chunk.append(entry_of(cand))
+        if len(chunk) >= 4096 or (cand is None and chunk):
+            found = hash_many(opts.root, chunk)
+            for entry in chunk:
+                hashed.append({"hash": found.get(entry.rel)})
+                wanted.add(found.get(entry.rel) or "")
+            chunk = []
+    hashed.finish()
+    wanted.discard("")
+    known = known_content(wanted, prev.records(), resumed)
+    del wanted
     todo: list[int] = []
-    for c, cand in enumerate(plan.cands):
+    hashes: dict[str, str | None] = {}
+    for c, (cand, got) in enumerate(zip(plan.cands, hashed)):
         entry, old = entry_of(cand), (None if cand["old"] is None else json.loads(cand["old"]))
-        h = hashes.get(entry.rel)
+        h = got["hash"]
         if h is not None and h in known:
             kind, row, width, height = known[h]
             rec = record(entry, hash=h, width=width, height=height, **read_sidecars(opts.root, entry))
-            resolved[c] = (rec, (kind, row), old is None)
+            resolved.add(c, rec, (kind, row), old is None)
             summary.unchanged += old is not None  # touched; a new path is a rename or a duplicate
             summary.reused_by_hash += 1
         elif old and h is not None and old["hash"] == h and old["status"] != "ok":
-            resolved[c] = (record(entry, **old), None, False)
+            resolved.add(c, record(entry, **old), None, False)
         else:
             todo.append(c)
-    return resolved, _Todo(plan.cands, todo), hashes
+            hashes[entry.rel] = h
+    hashed.close()
+    return resolved.finish(), _Todo(plan.cands, todo), hashes
+
+
+class Resolved:
+    """Candidates settled by their hash, spooled in candidate order: c -> (record, embedding source,
+    a new path reusing an old embedding). Looked up in increasing c (the order the plan is read back
+    in), so it is read as a stream; what `_final_records` asks about is the next candidate."""
+
+    SCHEMA = pa.schema(list(PLAN_SCHEMA) + [("c", pa.int64()), ("moved", pa.bool_())])
+
+    def __init__(self, path: Path) -> None:
+        self.spool = RecordSpool(path, self.SCHEMA)
+        self._it: Iterator[dict] | None = None
+        self._head: dict | None = None
+
+    def add(self, c: int, rec: dict, source: tuple | None, moved: bool) -> None:
+        kind, row = source if source else (None, -1)
+        self.spool.append(dict(rec, src=SOURCE[kind], src_row=row, c=c, moved=moved))
+
+    def finish(self) -> "Resolved":
+        self.spool.finish()
+        return self
+
+    def __len__(self) -> int:
+        return len(self.spool)
+
+    def __contains__(self, c: int) -> bool:
+        if self._it is None:
+            self._it = iter(self.spool)
+            self._head = next(self._it, None)
+        while self._head is not None and self._head["c"] < c:
+            self._head = next(self._it, None)
+        return self._head is not None and self._head["c"] == c
+
+    def __getitem__(self, c: int) -> tuple[dict, tuple | None, bool]:
+        if c not in self:
+            raise KeyError(c)
+        head = dict(self._head)
+        kind, row, moved = KIND[head.pop("src")], head.pop("src_row"), head.pop("moved")
+        head.pop("c")
+        return head, ((kind, row) if kind else None), moved
+
+    def close(self) -> None:
+        self.spool.close()
 
 
 class _Todo(Sequence):
@@ -377,6 +453,7 @@ def _publish(opts: BuildOptions, clip, store: IndexDir, prev: _Previous, plan: P
         "errors": errors,
         "max_pixels": opts.max_pixels,
         "decode": "dct-scaled" if opts.dct else "full",
+        "parquet_columns": {"image": opts.image_column, "caption": opts.caption_column},
         "faiss": {"type": kind, "params": built.params, "recall_at_10": round(built.recall_at_10, 4),
                   "recall_queries": built.recall_queries, "gpu": gpu, "tuning": built.tuning,
                   "build_seconds": round(built.build_seconds, 3)},

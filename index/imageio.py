@@ -18,7 +18,7 @@ from pathlib import Path
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from index.files import IMAGE_EXTENSIONS, fs_path, open_regular
-from index.tars import read_member
+from index.containers import read_member
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageDecodeError", "Decoded", "decode", "open_rgb", "image_bytes", "check_size"]
 _ORIENTATION = 0x0112
@@ -65,7 +65,7 @@ class Decoded:
 
 
 def image_bytes(path: str | Path) -> bytes:
-    """The bytes of a file or of a tar shard member (`shards/00001.tar/key.jpg`), for hashing and caches."""
+    """The bytes of a file, a tar shard member (`shards/00001.tar/key.jpg`) or a parquet row (`a.parquet#3`)."""
     data = read_member(path)
     if data is not None:
         return data

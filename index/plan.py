@@ -15,6 +15,7 @@ is a previous generation to reuse embeddings from, and an interrupted build's re
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -115,25 +116,42 @@ def _merge_one(plan: Plan, item: FileEntry | Skipped, prev: "_Cursor", resumed: 
 
 def _merge_shard(plan: Plan, shard: Shard, prev: "_Cursor", resumed: dict,
                  on_skip: Callable[[str, str], None]) -> None:
-    """Keep an unchanged shard's records as they are, or list it and merge its members one by one."""
-    prefix = shard.rel + "/"
+    """Keep an unchanged shard's records as they are, or list it and merge its members one by one.
+
+    Streamed: a shard's records (a parquet file may hold a million rows) are never all in memory.
+    Every member record of a shard in one generation carries the shard's size and mtime of that
+    build, so the first member record tells whether the shard changed since. A parquet file's rows
+    come in row order, so its records are matched by row number (`#10` after `#9`).
+    """
+    prefix = shard.prefix
     for gone in prev.skip_before(prefix):
         _left(plan, gone)
-    recorded = list(prev.while_prefix(prefix))  # one shard's records: bounded by the shard, not the collection
-    members = [r for r in recorded if r["shard"] == shard.rel]
-    if members and all(r["shard_size"] == shard.size and r["mtime_ns"] == shard.mtime_ns for r in members):
-        for rec in recorded:
+    recorded = prev.while_prefix(prefix)
+    head: list[dict] = []   # the records before the first member: problems of the shard as a whole
+    for rec in recorded:
+        head.append(rec)
+        if rec["shard"] == shard.rel:
+            break
+    first = head[-1] if head and head[-1]["shard"] == shard.rel else None
+    if first is not None and first["shard_size"] == shard.size and first["mtime_ns"] == shard.mtime_ns:
+        for rec in itertools.chain(head, recorded):
             ok = rec["status"] == "ok"
             plan.prev_has_vectors |= ok
             plan.counts.files += 1
             plan.counts.unchanged += ok
             _add(plan, {k: rec[k] for k in RECORD_KEYS}, "prev" if ok else None, rec["row"] if ok else -1)
         return
-    inner = _Cursor(iter(recorded))
+    inner = _Cursor(itertools.chain(head, recorded), key=_row_key if shard.is_parquet else None)
     for item in shard.members():
         _merge_one(plan, item, inner, resumed, on_skip)
     for gone in inner.rest():
         _left(plan, gone)
+
+
+def _row_key(path: str) -> int:
+    from index.parquet import row_number
+
+    return row_number(path)
 
 
 def _left(plan: Plan, rec: dict) -> None:
@@ -170,12 +188,14 @@ def _add(plan: Plan, rec: dict, kind: str | None, row: int) -> None:
 class _Cursor:
     """The previous generation's records, advanced in step with the scan."""
 
-    def __init__(self, records: Iterator[dict]) -> None:
+    def __init__(self, records: Iterator[dict], key: Callable[[str], Any] | None = None) -> None:
         self._it = iter(records)
         self._head = next(self._it, None)
+        self._key = key or (lambda path: path)
 
     def skip_before(self, path: str) -> Iterator[dict]:
-        while self._head is not None and self._head["path"] < path:
+        key = self._key(path)
+        while self._head is not None and self._key(self._head["path"]) < key:
             yield self._head
             self._head = next(self._it, None)
 

@@ -22,12 +22,14 @@ from index.scan import FileEntry
 
 
 def decode_batch(batch: dict[str, np.ndarray], root: str, preprocess, max_pixels: int,
-                 dct: bool = True) -> dict[str, np.ndarray]:
+                 dct: bool = True, columns: tuple = (None, None)) -> dict[str, np.ndarray]:
     """Ray task (one CPU): decode and preprocess one group of images -- members of one shard, or loose
     files -- exactly as a local build's DataLoader workers do (index/dataset.py); a bad image becomes
     its error, with zero pixels and ok=False."""
     from index.dataset import DecodeDataset
+    from index.parquet import remember_columns
 
+    remember_columns(root, *columns)  # parquet columns the build named (this task runs in another process)
     rows = [row for group in batch["group"] for row in json.loads(str(group))]
     entries = [FileEntry(r["rel"], r["size"], r["mtime_ns"], r["shard"], r["offset"],
                          tuple(tuple(s) for s in r["sidecars"]), r["shard_size"]) for r in rows]
@@ -128,7 +130,8 @@ class RayEmbedder:
         ds = ray.data.from_items(groups, override_num_blocks=len(groups)).map_batches(
             decode_batch, batch_size=1, batch_format="numpy", num_cpus=1,
             fn_kwargs={"root": str(opts.root), "preprocess": self.preprocess,
-                       "max_pixels": opts.max_pixels, "dct": opts.dct})
+                       "max_pixels": opts.max_pixels, "dct": opts.dct,
+                       "columns": (opts.image_column, opts.caption_column)})
         ds = ds.map_batches(
             EmbedActor, batch_size=opts.batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=actors),
             num_gpus=1 if gpus and device.startswith("cuda") else 0, num_cpus=0,  # the CPUs go to decoding

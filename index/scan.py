@@ -11,7 +11,9 @@ link to /dev/zero named like an image would otherwise hang the build), follows l
 once each (a loop is recorded, not walked forever), and records every entry it does not index
 with the reason. A name that is not valid UTF-8 is indexed under a safe, reversible spelling
 (`safe_name`), since the items table stores UTF-8 text. A `.tar` file is a shard: its image
-members are entries named `SHARD/MEMBER` (read in place by offset, never extracted).
+members are entries named `SHARD/MEMBER` (read in place by offset, never extracted). A `.parquet`
+file is a shard of rows: its images are entries named `FILE.parquet#ROW` (index/parquet.py), in
+row order, read one row group at a time.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from index import parquet
 from index.files import IMAGE_EXTENSIONS, file_kind, open_regular, safe_name
 from index.tars import COMPRESSED, Member, is_image_member, is_shard_name, list_members, read_range, read_text, sidecars
 
@@ -34,8 +37,10 @@ class FileEntry:
     """An image as seen by a scan: path relative to the root (POSIX, safe UTF-8), size and mtime in ns.
 
     A member of a tar shard also names the shard (relative path), where its bytes start, and its
-    caption/JSON members as (extension, offset, size); its mtime is the shard's. A loose file's
-    sidecars are files beside it (`a.jpg` -> `a.txt`), with offset -1.
+    caption/JSON members as (extension, offset, size); its mtime is the shard's. A parquet row names
+    its file as `shard` and its row number as `offset` (caption and metadata are columns of the
+    row). A loose file's sidecars are files beside it (`a.jpg` -> `a.txt`), with offset -1, and its
+    mtime is the latest of the image's and its sidecars' (editing only `a.txt` is a change).
     """
 
     rel: str
@@ -59,9 +64,19 @@ class Shard:
     size: int
     mtime_ns: int
     path: Path
+    columns: tuple[str | None, str | None] | None = None   # a parquet file: the (image, caption) columns named
+
+    @property
+    def is_parquet(self) -> bool:
+        return self.columns is not None
+
+    @property
+    def prefix(self) -> str:
+        """What every record path of this shard starts with (`a.tar/`, `a.parquet#`)."""
+        return self.rel + (parquet.ROW_SEP if self.is_parquet else "/")
 
     def members(self) -> Iterator["FileEntry | Skipped"]:
-        return _shard_members(self)
+        return _parquet_rows(self) if self.is_parquet else _shard_members(self)
 
 
 @dataclass(frozen=True)
@@ -93,10 +108,11 @@ def _stat_reason(exc: OSError, is_link: bool) -> str:
     return f"cannot be read ({exc.strerror or exc})"
 
 
-def scan_folder(root: Path, shards: list[Path] | None = None) -> ScanResult:
+def scan_folder(root: Path, shards: list[Path] | None = None,
+                columns: tuple[str | None, str | None] = (None, None)) -> ScanResult:
     """`iter_scan` collected into lists (for small collections and tests)."""
     result = ScanResult()
-    for found in iter_scan(root, shards, result.renamed):
+    for found in iter_scan(root, shards, result.renamed, columns):
         for item in found.members() if isinstance(found, Shard) else (found,):
             if isinstance(item, Skipped):
                 result.skipped.append((item.rel, item.reason))
@@ -110,25 +126,31 @@ def scan_images(root: Path) -> list[FileEntry]:
     return scan_folder(root).entries
 
 
-def iter_scan(root: Path, shards: list[Path] | None = None,
-              renamed: list[str] | None = None) -> Iterator[FileEntry | Skipped | Shard]:
+def iter_scan(root: Path, shards: list[Path] | None = None, renamed: list[str] | None = None,
+              columns: tuple[str | None, str | None] = (None, None)) -> Iterator[FileEntry | Skipped | Shard]:
     """Every image under `root` (or in the listed `shards` only), sorted by relative path.
 
     Hidden folders (such as a `.discff` index kept inside the collection) are not entered; files
     without an image extension are not images and are not reported. A tar shard is yielded as a
     `Shard` whose members the consumer lists (or not). `renamed` collects the names indexed
-    under a safe spelling.
+    under a safe spelling. `columns`: the (image, caption) columns of parquet files, None to detect.
     """
     renamed = renamed if renamed is not None else []
     if shards is not None:
-        for key, full in sorted((safe_name(p.relative_to(root).as_posix()) + "/", p) for p in shards):
-            yield from _scan_shard(key[:-1], full)
+        keyed = sorted((safe_name(p.relative_to(root).as_posix()) + _sep(p.name), p) for p in shards)
+        for key, full in keyed:
+            yield from _scan_shard(key[:-1], full, columns if parquet.is_parquet_name(full.name) else None)
         return
-    yield from _walk(Path(root), "", {os.path.realpath(root)}, renamed)
+    yield from _walk(Path(root), "", {os.path.realpath(root)}, renamed, columns)
 
 
-def _walk(root: Path, rel_dir: str, seen_dirs: set[str],
-          renamed: list[str]) -> Iterator[FileEntry | Skipped | Shard]:
+def _sep(name: str) -> str:
+    """What follows a name in the paths under it: a folder or tar shard "/", a parquet file "#"."""
+    return parquet.ROW_SEP if parquet.is_parquet_name(name) else "/"
+
+
+def _walk(root: Path, rel_dir: str, seen_dirs: set[str], renamed: list[str],
+          columns: tuple = (None, None)) -> Iterator[FileEntry | Skipped | Shard]:
     full_dir = root / rel_dir if rel_dir else root
     try:
         with os.scandir(full_dir) as listing:
@@ -138,15 +160,19 @@ def _walk(root: Path, rel_dir: str, seen_dirs: set[str],
         return
     names = {name for name, _ in children}
     # a folder sorts as "name/": then the walk's order is exactly the sorted order of the full paths
-    keyed = sorted((safe_name(name) + ("/" if is_dir or is_shard_name(name) else ""), name, is_dir)
+    # (a parquet file as "name#": its rows follow it in the same order)
+    keyed = sorted((safe_name(name) + ("/" if is_dir or is_shard_name(name) else
+                                       parquet.ROW_SEP if parquet.is_parquet_name(name) else ""), name, is_dir)
                    for name, is_dir in children)
     for key, name, is_dir in keyed:
         rel = f"{rel_dir}/{name}" if rel_dir else name
         if is_dir:
             if not name.startswith("."):
-                yield from _enter(root, rel, seen_dirs, renamed)
+                yield from _enter(root, rel, seen_dirs, renamed, columns)
         elif is_shard_name(name) or name.lower().endswith(COMPRESSED):
             yield from _scan_shard_file(root, rel, renamed)
+        elif parquet.is_parquet_name(name):
+            yield from _scan_shard_file(root, rel, renamed, columns)
         elif os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
             yield from _scan_file(root, rel, names, renamed)
 
@@ -158,8 +184,8 @@ def _is_dir(entry: os.DirEntry) -> bool:
         return False
 
 
-def _enter(root: Path, rel: str, seen_dirs: set[str],
-           renamed: list[str]) -> Iterator[FileEntry | Skipped | Shard]:
+def _enter(root: Path, rel: str, seen_dirs: set[str], renamed: list[str],
+           columns: tuple = (None, None)) -> Iterator[FileEntry | Skipped | Shard]:
     """Walk a sub-folder, refusing a linked folder that loops or was already scanned."""
     full = root / rel
     if os.path.islink(full):
@@ -171,7 +197,7 @@ def _enter(root: Path, rel: str, seen_dirs: set[str],
             yield Skipped(safe_name(rel) + "/", "symlink to a folder already scanned")
             return
         seen_dirs.add(real)
-    yield from _walk(root, rel, seen_dirs, renamed)
+    yield from _walk(root, rel, seen_dirs, renamed, columns)
 
 
 def _ancestors(dirpath: str) -> list[str]:
@@ -201,20 +227,28 @@ def _scan_file(root: Path, raw_rel: str, names: set[str], renamed: list[str]) ->
         return
     stem = os.path.splitext(os.path.basename(raw_rel))[0]
     beside = tuple((ext, -1, -1) for ext in ("txt", "json") if f"{stem}.{ext}" in names)
-    yield FileEntry(rel, info.st_size, info.st_mtime_ns, sidecars=beside)
+    mtime = info.st_mtime_ns
+    for ext, _, _ in beside:  # a caption edited beside an unchanged image changes the entry
+        try:
+            mtime = max(mtime, os.stat(root / (os.path.splitext(raw_rel)[0] + "." + ext)).st_mtime_ns)
+        except OSError:
+            pass
+    yield FileEntry(rel, info.st_size, mtime, sidecars=beside)
 
 
-def _scan_shard_file(root: Path, raw_rel: str, renamed: list[str]) -> Iterator[Shard | Skipped]:
+def _scan_shard_file(root: Path, raw_rel: str, renamed: list[str],
+                     columns: tuple | None = None) -> Iterator[Shard | Skipped]:
     rel = safe_name(raw_rel)
     if rel != raw_rel:
         renamed.append(rel)
-    yield from _scan_shard(rel, root / raw_rel)
+    yield from _scan_shard(rel, root / raw_rel, columns)
 
 
-def _scan_shard(rel: str, full: Path) -> Iterator[Shard | Skipped]:
-    """The shard, once it is known to be a regular file (its members are listed when asked)."""
-    info = _regular_stat(full.parent, full.name, rel + "/")
-    yield info if isinstance(info, Skipped) else Shard(rel, info.st_size, info.st_mtime_ns, full)
+def _scan_shard(rel: str, full: Path, columns: tuple | None = None) -> Iterator[Shard | Skipped]:
+    """The shard (columns given: a parquet file), once it is known to be a regular file (its members
+    are listed when asked)."""
+    info = _regular_stat(full.parent, full.name, rel + ("/" if columns is None else parquet.ROW_SEP))
+    yield info if isinstance(info, Skipped) else Shard(rel, info.st_size, info.st_mtime_ns, full, columns)
 
 
 def _shard_members(shard: Shard) -> Iterator[FileEntry | Skipped]:
@@ -238,8 +272,38 @@ def _shard_members(shard: Shard) -> Iterator[FileEntry | Skipped]:
             yield FileEntry(f"{rel}/{name}", member.size, shard.mtime_ns, rel, member.offset, found, shard.size)
 
 
+def _parquet_rows(shard: Shard) -> Iterator[FileEntry | Skipped]:
+    """The rows of one parquet file in row order, its image column read one row group at a time;
+    what cannot be used is recorded (a row without bytes under its row, damage under `FILE#`)."""
+    prefix = shard.prefix
+    try:
+        handle, columns = parquet.open_file(shard.path, *shard.columns)
+    except ValueError as exc:
+        yield Skipped(prefix, str(exc))
+        return
+    for group in parquet.iter_groups(handle, columns):
+        if isinstance(group, str):
+            yield Skipped(prefix, group)
+            return
+        for i, length in enumerate(group.lengths):
+            rel = parquet.row_name(shard.rel, group.first + i)
+            if length is None:
+                yield Skipped(rel, "no image bytes in this row (null)")
+            else:
+                yield FileEntry(rel, length, shard.mtime_ns, shard.rel, group.first + i, (), shard.size)
+
+
+def is_parquet_entry(entry: FileEntry) -> bool:
+    return entry.shard is not None and parquet.is_parquet_name(entry.shard)
+
+
 def entry_bytes(root: Path, entry: FileEntry) -> bytes:
-    """The bytes of an entry: a loose file, or a member read by its offset in the shard."""
+    """The bytes of an entry: a loose file, a member read by its offset in the shard, a parquet row."""
+    if is_parquet_entry(entry):
+        data = parquet.read_row(root / entry.shard, entry.offset).image
+        if data is None:
+            raise EOFError("no image bytes in this row (null)")
+        return data
     if entry.shard is not None:
         return read_range(root / entry.shard, entry.offset, entry.size)
     with os.fdopen(open_regular(root / entry.rel), "rb") as handle:
@@ -283,6 +347,12 @@ def hash_many(root: Path, entries: Iterable[FileEntry], threads: int = 8) -> dic
 def read_sidecars(root: Path, entry: FileEntry) -> dict[str, str | None]:
     """The caption (`txt`) and metadata (`json`) beside an image, as text; missing or unreadable: None."""
     found: dict[str, str | None] = {"caption": None, "json": None}
+    if is_parquet_entry(entry):
+        try:
+            row = parquet.read_row(root / entry.shard, entry.offset)
+        except (OSError, EOFError):
+            return found
+        return {"caption": row.caption, "json": row.meta}
     for ext, offset, size in entry.sidecars:
         key = "caption" if ext == "txt" else "json"
         try:
@@ -294,3 +364,4 @@ def read_sidecars(root: Path, entry: FileEntry) -> dict[str, str | None]:
         except (OSError, EOFError):
             continue
     return found
+

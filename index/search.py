@@ -34,6 +34,11 @@ class SearchIndex:
         self.store.check(self.manifest)  # sizes only: cheap enough for every query
         self.rel_by_row = self.store.read_paths(self.manifest)
         self.root = Path(self.manifest["root"])
+        named = self.manifest.get("parquet_columns") or {}
+        if any(named.values()):  # parquet rows under the root are read with the columns the build named
+            from index.parquet import remember_columns
+
+            remember_columns(self.root, named.get("image"), named.get("caption"))
         self.embeddings = self.store.read_embeddings(self.manifest, mmap=True)
         info = self.manifest["faiss"]
         self.kind, self.params = info["type"], info["params"]

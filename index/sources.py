@@ -1,8 +1,9 @@
-"""What `index build SOURCE` names: a folder, or webdataset tar shards given as a pattern or a list.
+"""What `index build SOURCE` names: a folder, or shards (webdataset .tar, .parquet) as a pattern or a list.
 
-    images/                         a folder: loose images and any .tar shards in it, recursively
+    images/                         a folder: loose images, .tar shards and .parquet files in it, recursively
     shards/{00000..00099}.tar       a brace pattern (webdataset's and img2dataset's spelling), or a glob
-    shards/00007.tar                one shard
+    data/*.parquet                  parquet files (index/parquet.py: HF datasets or img2dataset layout)
+    shards/00007.tar                one shard (or one .parquet file)
     shards.txt                      a list file: one shard path per line, relative to the list file
 
 The index's root is the folder, or the deepest folder holding every shard named; items are
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from index.errors import IndexError_
+from index.parquet import is_parquet_name
 from index.tars import is_shard_name
 
 
@@ -41,13 +43,13 @@ def resolve_source(text: str) -> Collection:
                           "folder first.")
     if any(ch in text for ch in "{*?["):
         shards = _expand(text)
-    elif path.is_file() and is_shard_name(path.name):
+    elif path.is_file() and (is_shard_name(path.name) or is_parquet_name(path.name)):
         shards = [path]
     elif path.is_file():
         shards = _read_list(path)
     else:
-        raise IndexError_(f"'{text}' is not a folder, a tar shard, a shard pattern such as "
-                          "'shards/{00000..00009}.tar', or a list file of shards.")
+        raise IndexError_(f"'{text}' is not a folder, a tar shard or parquet file, a pattern such as "
+                          "'shards/{00000..00009}.tar' or 'data/*.parquet', or a list file of shards.")
     if not any(p.exists() for p in shards):  # some missing: each is recorded as not found; all: a typo
         raise IndexError_(f"'{text}' names no shard that exists ({shards[0]}{', ...' if len(shards) > 1 else ''}).")
     # folders resolved (the root is compared across builds), the shard names kept as written

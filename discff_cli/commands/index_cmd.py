@@ -60,17 +60,24 @@ def _memory(ctx: click.Context, param: click.Parameter, value: str) -> int:
 @click.option("--full-decode", is_flag=True,
               help="Decode JPEGs at full size before the resize (default: at the 1/2-1/8 DCT scale the "
                    "model needs, several times faster).")
+@click.option("--image-column", default=None,
+              help="Parquet files: the column of image bytes (default: detected, e.g. 'image' as HF datasets "
+                   "writes it, 'jpg' as img2dataset does).")
+@click.option("--caption-column", default=None,
+              help="Parquet files: the caption column (default: detected, e.g. 'caption' or 'text').")
 @click.option("--latents", is_flag=True,
               help="Also store each image's VAE latent (float16) so `search --rerank` skips the VAE.")
 @ray_option("Decode and embed", "embedding actors")
 @json_option
 def build(source: str, index_dir: str, clip: str | None, model: str | None, device: str, batch_size: int,
           workers: int | None, max_memory: int, index_type: str, max_pixels: int | None, rebuild: bool,
-          full_decode: bool, latents: bool, ray_address: str | None, as_json: bool) -> None:
+          full_decode: bool, image_column: str | None, caption_column: str | None, latents: bool,
+          ray_address: str | None, as_json: bool) -> None:
     """Embed every image of SOURCE into the index; only new or changed images are embedded.
 
-    SOURCE is a folder (searched recursively; .tar shards in it are read in place), or webdataset tar
-    shards: one shard, a brace pattern such as 'shards/{00000..00099}.tar', or a list file of shards.
+    SOURCE is a folder (searched recursively; .tar shards and .parquet files in it are read in place), or
+    webdataset tar shards or parquet files: one file, a brace pattern such as 'shards/{00000..00099}.tar',
+    a glob such as 'data/*.parquet', or a list file of them.
     """
     from index.builder import BuildOptions, build_index
     from index.errors import IndexError_
@@ -97,6 +104,7 @@ def build(source: str, index_dir: str, clip: str | None, model: str | None, devi
                             model=model, batch_size=batch_size, workers=workers, max_memory=max_memory,
                             max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
                             index_type=None if index_type == "auto" else index_type, rebuild=rebuild,
+                            image_column=image_column, caption_column=caption_column,
                             fail_after_batches=_fail_hook(), embedder=_ray_embedder(ray_address, workers, clip, clip_model, device))
         with _Progress(console, quiet=as_json) as events:
             try:

@@ -103,14 +103,25 @@ def counted(docs: Iterator[dict], total: int, enabled: bool) -> Iterator[dict]:
 
 
 def render_results(query: str, results: list[dict], provenance: dict) -> None:
-    """The results table (paths give way first in a narrow terminal)."""
+    """The results table (in a narrow terminal captions wrap or give way first, then paths)."""
     title, columns, rows, justify = results_table(query, results, provenance)
-    print_table(title, columns, rows, justify, shrink=len(columns) - 1)
+    print_table(title, columns, rows, justify, shrink=len(columns) - 1,
+                wrap=len(columns) - 2 if columns[-2] == "caption" else None)
 
 
 def results_table(query: str, results: list[dict], provenance: dict) -> tuple[str, list[str], list[tuple], list[str]]:
     """(title, columns, rows, justify); the rerank columns (fused score, rerank score) only when something
-    was reranked, and the title then says which score and fusion ordered the rows."""
+    was reranked, and the title then says which score and fusion ordered the rows; the stored
+    caption (before the path) only when a row has one."""
+    title, columns, rows, justify = _score_table(query, results, provenance)
+    if any(r.get("caption") for r in results):
+        columns = columns[:-1] + ["caption", columns[-1]]
+        rows = [row[:-1] + (" ".join((r.get("caption") or "").split()), row[-1]) for row, r in zip(rows, results)]
+        justify = justify[:-1] + ["left", justify[-1]]
+    return title, columns, rows, justify
+
+
+def _score_table(query: str, results: list[dict], provenance: dict) -> tuple[str, list[str], list[tuple], list[str]]:
     reranked = [r for r in results if r["rerank_score"] is not None]
     if not reranked:
         rows = [(r["rank"], format_score(r["clip_score"]), r["path"]) for r in results]

@@ -208,10 +208,13 @@ class Searcher:
             hits, scores, fused = outcome.hits + planned.hits[planned.rerank:], outcome.scores, outcome.fused
             rerank_stats = {k: v for k, v in outcome.stats.items() if k != "seconds"}
             stats.update(rerank_s=outcome.stats["seconds"], **rerank_stats, skipped=[h.rel for h in outcome.unreadable])
+        shown = hits[:planned.top]
+        stored = self.index.sidecars([hit.row for hit in shown])  # the caption the sample came with
         rows = [{"rank": rank, "path": _display(hit.path), "clip_score": round(hit.clip_score, 6),
                  "clip_rank": clip_rank[hit.row], "rerank_score": scores.get(hit.row),
-                 "fused_score": fused.get(hit.row), "id": hit.row}
-                for rank, hit in enumerate(hits[:planned.top], start=1)]
+                 "fused_score": fused.get(hit.row), "id": hit.row,
+                 "caption": stored.get(hit.row, {}).get("caption")}
+                for rank, hit in enumerate(shown, start=1)]
         return SearchResult(rows, stats)
 
     def document(self, query: str, result: SearchResult, rerank: int | None, score: str | None = None,

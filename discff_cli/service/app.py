@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import mimetypes
 import os
 import time
 from dataclasses import dataclass
@@ -25,9 +24,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from discff_cli.errors import DiscffError
 from index.errors import IndexError_
-from index.tars import split_member_path
+from index.containers import names_member
 from discff_cli.search.pipeline import Fusion
 from discff_cli.service.explain_job import ExplainQuery, run_explain
+from discff_cli.service.knn import KnnError, index_name, metadata_rows, parse_knn, run_knn
 from discff_cli.service.queries import SCORES, Query, run_query
 from discff_cli.service.thumbs import ThumbCache
 from discff_cli.service.worker import FAST, SLOW, ModelWorker, QueueFull
@@ -123,6 +123,35 @@ def create_app(worker: ModelWorker, settings: ServeSettings) -> FastAPI:
         except (DiscffError, IndexError_) as exc:  # e.g. an indexed file deleted since the build
             return error(500, str(exc))
 
+    name = index_name(settings.index_dir)
+
+    @app.get("/indices-list")
+    def indices_list() -> list:
+        """clip-retrieval's list of the indices this back end serves: this one."""
+        return [name]
+
+    @app.post("/knn-service")
+    async def knn_service(request: Request) -> Response:
+        """clip-retrieval's search (discff_cli/service/knn.py), plus discff's "rerank": N."""
+        try:
+            query = parse_knn(await request.body(), name, settings, worker.models.clip.dim, str(request.base_url))
+        except KnnError as exc:
+            return error(400, str(exc))
+        threads = settings.threads if query.rerank else settings.shortlist_threads
+        job = partial(_threaded, run_knn, threads=threads, searcher_query=query)
+        response = await run_job(job, SLOW if query.rerank else FAST, "search")
+        if query.ignored and response.status_code == 200:
+            response.headers["X-Discff-Ignored"] = ", ".join(query.ignored)
+        return response
+
+    @app.post("/metadata")
+    async def metadata(request: Request) -> Response:
+        """clip-retrieval's metadata of index ids: caption, url, path."""
+        try:
+            return JSONResponse(metadata_rows(worker.models, await request.body(), name))
+        except KnnError as exc:
+            return error(400, str(exc))
+
     @app.get("/explain")
     async def explain(request: Request) -> Response:
         received = time.perf_counter()
@@ -136,16 +165,16 @@ def create_app(worker: ModelWorker, settings: ServeSettings) -> FastAPI:
 
     @app.get("/images/{item_id}")
     def image(item_id: int) -> Response:
-        from index.tars import read_member
+        from index.containers import media_type, read_member
 
         path = indexed_file(worker.models, item_id)
         try:
             member = read_member(path)  # None: a loose file
         except (OSError, EOFError) as exc:
-            return error(404, f"Image {item_id} cannot be read from its shard ({exc}).")
+            return error(404, f"Image {item_id} cannot be read from its shard or parquet file ({exc}).")
         if member is None:
             return FileResponse(path)
-        return Response(member, media_type=mimetypes.guess_type(path.name)[0] or "application/octet-stream")
+        return Response(member, media_type=media_type(member, path.name))
 
     @app.get("/thumbs/{item_id}")
     def thumb(item_id: int) -> Response:
@@ -159,6 +188,14 @@ def create_app(worker: ModelWorker, settings: ServeSettings) -> FastAPI:
         return Response(data, media_type="image/jpeg")
 
     return app
+
+
+def _threaded(run, searcher, threads: int | None, searcher_query):
+    """`run(searcher, query)` on the model worker with `threads` CPU threads."""
+    from discff_cli.service.queries import cpu_threads
+
+    with cpu_threads(threads):
+        return run(searcher, searcher_query)
 
 
 def parse_query(params: dict[str, str], settings: ServeSettings) -> Query:
@@ -237,7 +274,7 @@ def indexed_file(searcher, item_id: int) -> Path:
     real = os.path.realpath(path)
     if os.path.commonpath([root, real]) != root:
         raise StarletteHTTPException(404, f"Image {item_id} lies outside the indexed folder; it is not served.")
-    if not os.path.isfile(real) and split_member_path(real) is None:  # a loose file, or a member of a shard
+    if not os.path.isfile(real) and not names_member(real):  # a loose file, a shard member, a parquet row
         raise StarletteHTTPException(404, f"Image {item_id} is no longer on disk; rebuild the index.")
     return Path(real)
 
@@ -246,7 +283,8 @@ def _install_errors(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         messages = {404: f"Nothing is served at {request.url.path[:100]}.",
-                    405: f"{request.method} is not allowed on {request.url.path[:100]}; use GET."}
+                    405: f"{request.method} is not allowed on {request.url.path[:100]}; use "
+                         f"{(getattr(exc, 'headers', None) or {}).get('Allow', 'GET')}."}
         detail = exc.detail if isinstance(exc.detail, str) and exc.detail.endswith(".") else None
         return error(exc.status_code, detail or messages.get(exc.status_code, "The request was refused."),
                      getattr(exc, "headers", None))

@@ -3,8 +3,8 @@ its caption when the collection has one.
 
 The index records each file's size, modification time and size in pixels (items.parquet); only the
 rows of one page of results are read. A caption is a sidecar text file beside the image with the
-same stem (`scene-0001.png` -> `scene-0001.txt`), the convention of webdataset/img2dataset folders
-and of the demo gallery; the index itself stores no text.
+same stem (`scene-0001.png` -> `scene-0001.txt`), read as it is now; a webdataset sample's `.txt`
+or a parquet row's caption column, as the items table stored it.
 """
 
 from __future__ import annotations
@@ -19,20 +19,32 @@ def item_metadata(searcher: Any, ids: list[int]) -> dict[int, dict]:
     """{id: {"width", "height", "bytes", "modified", "caption"?}} for the index rows `ids`."""
     import pyarrow.parquet as pq
 
+    from index.containers import names_member
+
     if not ids:
         return {}
     index = searcher.index
-    table = pq.read_table(index.store.file(index.manifest, "items"),
-                          columns=["row", "size", "mtime_ns", "width", "height"], filters=[("row", "in", ids)])
+    path = index.store.file(index.manifest, "items")
+    stored = "caption" in pq.ParquetFile(path).schema_arrow.names  # absent from indexes built before captions
+    table = pq.read_table(path, columns=["row", "size", "mtime_ns", "width", "height"] + ["caption"] * stored,
+                          filters=[("row", "in", ids)])
     out = {}
     for rec in table.to_pylist():
         item = {"width": rec["width"], "height": rec["height"], "bytes": rec["size"],
                 "modified_ns": rec["mtime_ns"]}
-        caption = sidecar_caption(index.root / index.rel_by_row[rec["row"]])
+        file = index.root / index.rel_by_row[rec["row"]]
+        # a loose file's .txt is read as it is now (edited since the build, the page shows the edit);
+        # a shard member or parquet row has no file beside it: its caption is the one stored
+        caption = (None if names_member(file) else sidecar_caption(file)) or (_short(rec["caption"]) if stored else None)
         if caption:
             item["caption"] = caption
         out[rec["row"]] = item
     return out
+
+
+def _short(caption: str | None) -> str | None:
+    caption = " ".join((caption or "").split())
+    return caption[:CAPTION_CHARS - 1] + "…" if len(caption) > CAPTION_CHARS else caption or None
 
 
 def sidecar_caption(image: Path) -> str | None:

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from index.imageio import open_rgb
-from index.tars import holder
+from index.containers import holder
 from index.store import atomic_write_bytes
 
 log = logging.getLogger("discff.serve")
