@@ -57,7 +57,7 @@ def choose_index_type(n: int, dim: int, max_memory: int) -> str:
     HNSW is never picked automatically (`--index-type hnsw` still builds one): on clustered
     1024-d vectors IVF-Flat was faster *and* exact where HNSW (M=16) was not -- 100k vectors
     0.35 ms / recall 1.000 vs 0.87 ms / 0.983; 1M vectors 1.2 ms / 1.000 vs 15 ms / 0.877 even at
-    efSearch 4096 (benchmarks/index.py, README "Performance")."""
+    efSearch 4096 (benchmarks/index.py, docs/performance.md)."""
     full = n * dim * 4
     if n <= FLAT_MAX and full <= max_memory:
         return "flat"

@@ -71,7 +71,7 @@ def shard_groups(todo: Sequence[FileEntry], hashes: dict, size: int) -> list[dic
 class EmbedActor:
     """One Ray actor (one GPU when there are any): CLIP loaded once in __init__, then decoded batches
     -> embeddings. Decoding runs in separate CPU tasks, so it scales with the cluster's cores, not
-    with its GPUs (decode, not the GPU, bounds a one-host build: README Performance)."""
+    with its GPUs (decode, not the GPU, bounds a one-host build: docs/performance.md)."""
 
     def __init__(self, clip_source: str, device: str) -> None:
         import torch

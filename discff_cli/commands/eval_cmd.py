@@ -156,8 +156,7 @@ def eval_(file: str, clip_spec: str, no_clip: bool, no_diffusion: bool, max_per_
     Reports accuracy (= R@1), R@5 and Winoground text/image/group scores per tag.
     --score a,b,c gives one column per score, all from one set of U-Net passes.
     With --deltas, each score is reported zero-shot and tuned side by side. With
-    --benchmark NAME, FILE is that benchmark's folder as published (README "Real
-    benchmarks"). --model defaults to 'demo' with --clip demo, else to Stable
+    --benchmark NAME, FILE is that benchmark's folder as published (docs/eval-and-benchmarks.md). --model defaults to 'demo' with --clip demo, else to Stable
     Diffusion 2.1-base.
     """
     from discff_cli.evaluation import evaluate as ev

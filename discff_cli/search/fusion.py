@@ -10,8 +10,8 @@ a scale:
   (Cormack et al. 2009), which uses only the two orders;
 - ``none``: the rerank score alone (w is ignored).
 
-The default method and weight were chosen by measurement on the demo gallery (README,
-"Reranking the demo gallery"); `--fusion` and `--fusion-weight` change them.
+The default method and weight were chosen by measurement on the demo gallery (docs/results-history.md,
+"Fusion sweep on the demo gallery"); `--fusion` and `--fusion-weight` change them.
 """
 
 from __future__ import annotations

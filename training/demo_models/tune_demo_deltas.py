@@ -32,7 +32,7 @@ RECIPE = {
     "--score": "discffusion",
     "--steps": "5",
     "--levels": "0.5",
-    "--epochs": "2",
+    "--epochs": "1",
     "--batch-size": "16",
     "--lr": "1e-3",
     "--margin": "0.2",
