@@ -141,3 +141,15 @@ def test_tuned_only_without_deltas_and_deltas_of_another_model_are_errors(world_
     other = _eval(str(world_eval_all), "--no-clip", "--model", "demo", "--deltas", str(random_deltas), *FAST_ENGINE)
     assert other.exit_code == 1 and "Traceback" not in other.output
     assert "were made for base model" in other.output and "re-run `discff tune`" in other.output
+
+
+def test_tuned_columns_are_paired_against_zero_shot_and_against_clip():
+    """The paper's two questions, item by item: does tuning help the score, and does it beat CLIP."""
+    from discff_cli.commands.eval_cmd import paired_systems
+
+    outcomes = {name: [] for name in ("clip", "denoise", "discffusion", "denoise_tuned", "discffusion_tuned")}
+    assert paired_systems(("denoise", "discffusion"), outcomes) == [
+        ("denoise", "discffusion"), ("denoise", "denoise_tuned"), ("discffusion", "discffusion_tuned"),
+        ("clip", "denoise_tuned"), ("clip", "discffusion_tuned")]
+    del outcomes["clip"]
+    assert ("clip", "denoise_tuned") not in paired_systems(("denoise",), outcomes)

@@ -79,9 +79,11 @@ def _score_families(scorer, model: str, config, scores: tuple[str, ...], deltas:
 
 
 def paired_systems(scores: tuple[str, ...], outcomes: dict) -> list[tuple[str, str]]:
-    """Which columns are compared item by item: each score against the first, and tuned against zero-shot."""
+    """Which columns are compared item by item: each score against the first, tuned against zero-shot,
+    and tuned against CLIP (the paper's question: does few-shot tuning beat CLIP)."""
     pairs = [(scores[0], s) for s in scores[1:] if scores[0] in outcomes and s in outcomes]
     pairs += [(s, s + TUNED) for s in scores if s in outcomes and s + TUNED in outcomes]
+    pairs += [("clip", s + TUNED) for s in scores if "clip" in outcomes and s + TUNED in outcomes]
     return pairs
 
 
