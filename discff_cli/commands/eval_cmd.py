@@ -171,11 +171,9 @@ def eval_(file: str, clip_spec: str, no_clip: bool, no_diffusion: bool, max_per_
         raise DiscffError("--tuned-only needs --deltas FILE (the tuned column is the only one it keeps).")
     scores = engine["score"]
     config = pop_engine_config(engine)
-    if deltas:
-        from discff_cli.engine.deltas import model_for_deltas
+    from discff_cli.engine.deltas import model_for_deltas
 
-        model = model_for_deltas(model, deltas, given=model is not None)
-    model = model or ("demo" if clip_spec == "demo" else DEFAULT_MODEL)
+    model = model_for_deltas(model, deltas, default="demo" if clip_spec == "demo" else DEFAULT_MODEL)
     check_benchmark_options(file, benchmark, benchmark_images, write_jsonl)
     items = first_per_tag(load_benchmark(benchmark, file, benchmark_images, max_per_tag, write_jsonl, not as_json)
                           if benchmark else load_items(file), max_per_tag)

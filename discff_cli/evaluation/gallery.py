@@ -83,11 +83,11 @@ def measure(searcher, queries: Sequence[GalleryQuery], truth: Callable[[str, str
 
     Shortlisted files that can no longer be read are left out of the shortlist (as search leaves them
     unreranked, with the same warning)."""
-    from discff_cli.search.pipeline import warn_unreadable
+    from discff_cli.search.pipeline import SearchRequest, warn_unreadable
 
     records = []
     for query in queries:
-        planned = searcher.shortlisted(query.text, depth, depth)
+        planned = searcher.shortlisted(SearchRequest(query.text, depth, depth))
         outcome = searcher.reranker().rerank(query.text, planned.head, tuple(families), prune=prune)
         warn_unreadable(outcome.unreadable)
         hits = [h for h in planned.head if h.row in outcome.scores]  # CLIP order, readable only
