@@ -79,7 +79,7 @@ def run_demo(root: Path, images: int, per_kind: int, rerank: int, fusion: str, w
              progress: bool) -> dict:
     from discff_cli.evaluation import gallery as ge
     from discff_cli.cli import app
-    from discff_cli.evaluation.evaluate import ProgressBar
+    from discff_cli.render.progress import progress_bar
     from discff_cli.search.pipeline import Fusion, Searcher
 
     gallery = _write_gallery_checked(root, images, config.seed)
@@ -91,7 +91,7 @@ def run_demo(root: Path, images: int, per_kind: int, rerank: int, fusion: str, w
     chosen = ge.pick_queries([caps for caps, _ in gallery.values()], [n for _, n in gallery.values()], per_kind,
                              config.seed)
     searcher = Searcher(index_dir, None, model, None, config, Fusion(fusion, weight))  # models loaded once
-    with ProgressBar("queries", len(chosen), progress) as advance:
+    with progress_bar("queries", len(chosen), progress) as advance:
         records = ge.measure(searcher, chosen, ge.scene_truth({p: caps for p, (caps, _) in gallery.items()}),
                              rerank, SCORES, advance)
     rows = ge.summarise(ge.rank_systems(records, fusion, weight))

@@ -162,6 +162,7 @@ def eval_(file: str, clip_spec: str, no_clip: bool, no_diffusion: bool, max_per_
     """
     from discff_cli.evaluation import evaluate as ev
     from discff_cli.evaluation.items import load_items
+    from discff_cli.evaluation.stats import CI_METHOD
 
     if no_clip and no_diffusion:
         raise DiscffError("--no-clip and --no-diffusion together leave nothing to evaluate.")
@@ -189,6 +190,6 @@ def eval_(file: str, clip_spec: str, no_clip: bool, no_diffusion: bool, max_per_
     rows = ev.summarise(items, outcomes, paired=paired_systems(scores, outcomes))
     if as_json:
         print_json(_clean({"file": file, "items": len(items), "kinds": ev.item_kinds(items), "pairs": len(table.images),
-                           "ci": ev.CI_METHOD, "systems": systems, "rows": rows}))
+                           "ci": CI_METHOD, "systems": systems, "rows": rows}))
     else:
         render_table(file, len(items), rows, systems)

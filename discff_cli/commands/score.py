@@ -42,6 +42,7 @@ def score(image: str, captions_txt: str, model: str | None, deltas: str | None, 
     size = check_image(image)
     config = pop_engine_config(engine)
     from discff_cli.api import load_scorer
+    from discff_cli.render.progress import progress_bar
     from discff_cli.engine.config import DEFAULT_MODEL
     from discff_cli.engine.deltas import model_for_deltas
 
@@ -49,7 +50,8 @@ def score(image: str, captions_txt: str, model: str | None, deltas: str | None, 
 
     warn_if_demo_on_photos(model, [size])
     scorer = load_scorer(model, deltas, config)
-    ranking = scorer.rank([image] * len(captions), captions, progress=not as_json)
+    with progress_bar("scoring", enabled=not as_json, unit="U-Net items") as bar:
+        ranking = scorer.rank([image] * len(captions), captions, progress=bar.update)
     if ranking.unreadable:
         raise DiscffError(f"Cannot read image '{image}': {next(iter(ranking.unreadable.values()))}.")
     ranked = sorted(zip(captions, ranking.scores[config.score].tolist()), key=lambda pair: -pair[1])

@@ -15,7 +15,8 @@ from discff_cli.api import open_index
 from discff_cli.search.pipeline import Fusion, RayOptions, query_documents
 from discff_cli.search.request import CLI, search_request
 from discff_cli.search.query_file import read_queries
-from discff_cli.render.output import format_score, print_json, print_json_line, print_table, stderr_console
+from discff_cli.render.output import format_score, print_json, print_json_line, print_table
+from discff_cli.render.progress import progress_bar
 
 
 @click.command()
@@ -85,14 +86,10 @@ def run(query: str | None, queries_file: str | None, index_dir: str, top: int | 
 
 def counted(docs: Iterator[dict], total: int, enabled: bool) -> Iterator[dict]:
     """`docs`, with a bar on stderr counting finished queries (the Ray actors show none of their own)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(TextColumn("queries"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=stderr_console(), disable=not enabled, transient=True) as bar:
-        task = bar.add_task("queries", total=total)
+    with progress_bar("queries", total, enabled, elapsed=True, remaining=False) as bar:
         for doc in docs:
             yield doc
-            bar.advance(task)
+            bar.advance()
 
 
 def render_results(query: str, results: list[dict], provenance: dict) -> None:

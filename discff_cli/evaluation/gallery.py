@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from discff_cli.evaluation.evaluate import mcnemar_exact, wilson
+from discff_cli.evaluation.stats import p_value, wilson
 from discff_cli.search.fusion import final_order
 
 CLIP = "clip"
@@ -136,7 +136,7 @@ def summarise(results: dict[str, dict[str, SystemResult]]) -> list[dict]:
                 gained = sum(h and not c for h, c in zip(result.hits(1), clip_hits))
                 lost = sum(c and not h for h, c in zip(result.hits(1), clip_hits))
                 row["vs_clip_R@1"] = {"gained": gained, "lost": lost,
-                                      "p_value": float(f"{mcnemar_exact(gained, lost):.3g}")}
+                                      "p_value": p_value(gained, lost)}
             rows.append(row)
     return rows
 
