@@ -86,12 +86,17 @@ def assert_same_values(served, printed, where: str = "") -> None:
     ({"top": 4}, ("--top", "4")),
     ({"top": 4, "rerank": 3}, ("--top", "4", "--rerank", "3", *ENGINE_FLAGS)),
 ])
-def test_search_json_is_discff_search_json_key_for_key(client, served_index, params, flags):
+def test_search_json_is_discff_search_json_key_for_key(served_index, params, flags):
     """The service's /search answer holds `discff search --json`'s document, every key with its value
-    (the stats' `*_s` timings aside); what it adds (top, rerank, unet_passes, timings_ms, meta) is extra."""
+    (the stats' `*_s` timings aside); what it adds (top, rerank, unet_passes, timings_ms, meta) is extra.
+    A fresh service, so its caches are as cold as a fresh `discff search` (U-Net passes count what ran)."""
     from conftest_index import without_timings
 
-    served = client.get("/search", params={"q": QUERY, **params}).json()
+    worker, app = start_service(served_index)
+    try:
+        served = TestClient(app).get("/search", params={"q": QUERY, **params}).json()
+    finally:
+        worker.stop()
     printed = cli_json(served_index, *flags)
     assert_same_values(without_timings(served), without_timings(printed))
     assert set(served) - set(printed) == {"top", "rerank", "unet_passes", "timings_ms"}

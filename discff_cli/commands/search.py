@@ -62,8 +62,8 @@ def run(query: str | None, queries_file: str | None, index_dir: str, top: int | 
     if workers is not None and ray_address is None:
         raise DiscffError("--workers is the number of Ray rerank actors; use it with --ray.")
     if queries_file is not None:
-        options = search_request({"query": "--queries", "top": top, "rerank": rerank}, spelling=CLI)
-        requests = [line.over(options) for line in read_queries(queries_file)]
+        requests = [line.over(search_request({"query": line.query, "top": top, "rerank": rerank}, spelling=CLI))
+                    for line in read_queries(queries_file)]  # a line's own fields over the command line's
     elif query is None:
         raise DiscffError("Give the text to search for, e.g. discff search \"a red cube\", or --queries FILE.")
     else:

@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 from discff_cli.clip_resolve import load_clip_cli
