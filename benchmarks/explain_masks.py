@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> dict:
     from discff_cli.engine.config import EngineConfig
     from discff_cli.engine.scorer import load_scorer
-    from training import explain_masks as em
+    from training.demo_models import explain_masks as em
 
     config = EngineConfig(steps=args.steps, levels=tuple(float(x) for x in args.levels.split(",")), seed=args.seed,
                           device=args.device)

@@ -1,4 +1,4 @@
-"""OpenCLIP loading and embedding behind one small API (see notes/clip_api.md).
+"""OpenCLIP loading and embedding behind one small API (docs/clip_api.md).
 
 Every CLIP that discff uses -- hub weights, the bundled demo model, the tiny random models of
 the tests -- is loaded through `load_clip`, so tests exercise the same path as real weights.

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from discff_cli.evaluation.items import IMAGE_TO_TEXTS, MATRIX, TEXT_TO_IMAGES, Item
-from discff_cli.evaluation.evaluate import PairTable, choice_rank, item_outcomes, matrix_outcomes, summarise, wilson
+from discff_cli.evaluation.evaluate import PairTable, choice_rank, item_outcomes, matrix_outcomes, summarise
+from discff_cli.evaluation.stats import wilson
 
 
 def test_choice_rank_counts_ties_against_the_answer():
@@ -72,7 +73,7 @@ def test_summary_rows_per_tag_then_all_with_chance_and_intervals():
 
 
 def test_mcnemar_exact_p_values():
-    from discff_cli.evaluation.evaluate import mcnemar_exact
+    from discff_cli.evaluation.stats import mcnemar_exact
 
     assert mcnemar_exact(0, 0) == 1.0
     assert mcnemar_exact(5, 5) == 1.0

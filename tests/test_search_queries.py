@@ -64,12 +64,14 @@ def test_plain_lines_print_one_table_per_query(built_index, tmp_path):
 
 
 @pytest.mark.parametrize("content, why", [
-    ('{"query": "ok"}\n{"query": "x", "top": 0}\n', "line 2: \"top\" must be an integer >= 1"),
+    ('{"query": "ok"}\n{"query": "x", "top": 0}\n', "line 2: \"top\" must be an integer >= 1, not 0."),
+    ('{"query": "ok"}\n{"query": "x", "rerank": 2.5}\n', "line 2: \"rerank\" must be an integer >= 0"),
+    ('{"query": "ok"}\n{"query": "x", "fusion_weight": 2}\n', "line 2: \"fusion_weight\" must be a number from 0 to 1"),
     ('{"query": "ok"}\n\n{"query": "x", "score": "clip"}\n', "line 3: \"score\" must be one of"),
     ('{"query": "ok"}\n{"query": "x"\n', "line 2: not valid JSON"),
     ('{"query": "ok"}\n["a"]\n', "line 2: expected a JSON object"),
     ('{"text": "ok"}\n', "line 1: unknown key 'text'"),
-    ('{"query": "  "}\n', "line 1: \"query\" must be a non-empty string"),
+    ('{"query": "  "}\n', "line 1: \"query\" is empty; give the text to search for"),
     ("\n \n", "line 1: the file holds no query"),
 ])
 def test_bad_lines_name_the_file_and_line(built_index, tmp_path, content, why):

@@ -64,6 +64,47 @@ def test_reranked_search_equals_discff_search_json(client, served_index):
     assert doc["timings_ms"]["rerank"] > 0
 
 
+def assert_same_values(served, printed, where: str = "") -> None:
+    """`served` has every key `printed` has, with the same value (floats to float32 precision: the
+    service shortlists on one thread, the CLI on all of them)."""
+    if isinstance(printed, dict):
+        assert isinstance(served, dict), where
+        for key, value in printed.items():
+            assert key in served, f"{where}.{key} missing from the service's answer"
+            assert_same_values(served[key], value, f"{where}.{key}")
+    elif isinstance(printed, list):
+        assert isinstance(served, list) and len(served) == len(printed), where
+        for i, (s, p) in enumerate(zip(served, printed)):
+            assert_same_values(s, p, f"{where}[{i}]")
+    elif isinstance(printed, float):
+        assert served == pytest.approx(printed, rel=1e-4, abs=2e-6), where
+    else:
+        assert served == printed, where
+
+
+@pytest.mark.parametrize("params, flags", [
+    ({"top": 4}, ("--top", "4")),
+    ({"top": 4, "rerank": 3}, ("--top", "4", "--rerank", "3", *ENGINE_FLAGS)),
+])
+def test_search_json_is_discff_search_json_key_for_key(served_index, params, flags):
+    """The service's /search answer holds `discff search --json`'s document, every key with its value
+    (the stats' `*_s` timings aside); what it adds (top, rerank, unet_passes, timings_ms, meta) is extra.
+    A fresh service, so its caches are as cold as a fresh `discff search` (U-Net passes count what ran)."""
+    from conftest_index import without_timings
+
+    worker, app = start_service(served_index)
+    try:
+        served = TestClient(app).get("/search", params={"q": QUERY, **params}).json()
+    finally:
+        worker.stop()
+    printed = cli_json(served_index, *flags)
+    assert_same_values(without_timings(served), without_timings(printed))
+    assert set(served) - set(printed) == {"top", "rerank", "unet_passes", "timings_ms"}
+    assert all(set(row) - set(p) == {"meta"} for row, p in zip(served["results"], printed["results"]))
+    if "stats" in printed:
+        assert set(served["stats"]) == set(printed["stats"])
+
+
 def test_files_are_served_by_result_id(client):
     from PIL import Image
     import io

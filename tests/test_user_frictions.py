@@ -103,8 +103,9 @@ def test_deltas_imply_their_base_model(tmp_path, sample_image):
     from discff_cli.engine.deltas import model_for_deltas
 
     deltas = _deltas_file(tmp_path / "d.safetensors", "demo")
-    assert model_for_deltas(DEFAULT_MODEL, str(deltas), given=False) == "demo"
-    assert model_for_deltas("other", str(deltas), given=True) == "other"
+    assert model_for_deltas(None, str(deltas), default=DEFAULT_MODEL) == "demo"
+    assert model_for_deltas("other", str(deltas), default=DEFAULT_MODEL) == "other"
+    assert model_for_deltas(None, None, default=DEFAULT_MODEL) == DEFAULT_MODEL
     captions = tmp_path / "c.txt"
     captions.write_text("a red circle\n")
     result = run_cli("score", sample_image, captions, "--deltas", deltas, *FAST_CLI)

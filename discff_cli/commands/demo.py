@@ -107,7 +107,7 @@ def run_demo(root: Path, images: int, per_kind: int, rerank: int, fusion: str, w
              progress: bool, deltas: str | None = None) -> dict:
     from discff_cli.evaluation import gallery as ge
     from discff_cli.cli import app
-    from discff_cli.evaluation.evaluate import ProgressBar
+    from discff_cli.render.progress import progress_bar
     from discff_cli.search.pipeline import Fusion, Searcher
 
     gallery = _write_gallery_checked(root, images, config.seed)
@@ -120,7 +120,7 @@ def run_demo(root: Path, images: int, per_kind: int, rerank: int, fusion: str, w
                              config.seed)
     truth = ge.scene_truth({p: caps for p, (caps, _) in gallery.items()})
     tuned_score = deltas_score(deltas) if deltas else None
-    with ProgressBar("queries", len(chosen) * (2 if deltas else 1), progress) as advance:
+    with progress_bar("queries", len(chosen) * (2 if deltas else 1), progress) as advance:
         searcher = Searcher(index_dir, None, model, None, config, Fusion(fusion, weight))  # models loaded once
         records = ge.measure(searcher, chosen, truth, rerank, SCORES, advance)
         if deltas:  # the same queries and shortlists, reranked under the tuned deltas

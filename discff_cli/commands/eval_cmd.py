@@ -163,6 +163,7 @@ def eval_(file: str, clip_spec: str, no_clip: bool, no_diffusion: bool, max_per_
     """
     from discff_cli.evaluation import evaluate as ev
     from discff_cli.evaluation.items import load_items
+    from discff_cli.evaluation.stats import CI_METHOD
 
     if no_clip and no_diffusion:
         raise DiscffError("--no-clip and --no-diffusion together leave nothing to evaluate.")
@@ -172,11 +173,9 @@ def eval_(file: str, clip_spec: str, no_clip: bool, no_diffusion: bool, max_per_
         raise DiscffError("--tuned-only needs --deltas FILE (the tuned column is the only one it keeps).")
     scores = engine["score"]
     config = pop_engine_config(engine)
-    if deltas:
-        from discff_cli.engine.deltas import model_for_deltas
+    from discff_cli.engine.deltas import model_for_deltas
 
-        model = model_for_deltas(model, deltas, given=model is not None)
-    model = model or ("demo" if clip_spec == "demo" else DEFAULT_MODEL)
+    model = model_for_deltas(model, deltas, default="demo" if clip_spec == "demo" else DEFAULT_MODEL)
     check_benchmark_options(file, benchmark, benchmark_images, write_jsonl)
     items = first_per_tag(load_benchmark(benchmark, file, benchmark_images, max_per_tag, write_jsonl, not as_json)
                           if benchmark else load_items(file), max_per_tag)
@@ -192,6 +191,6 @@ def eval_(file: str, clip_spec: str, no_clip: bool, no_diffusion: bool, max_per_
     rows = ev.summarise(items, outcomes, paired=paired_systems(scores, outcomes))
     if as_json:
         print_json(_clean({"file": file, "items": len(items), "kinds": ev.item_kinds(items), "pairs": len(table.images),
-                           "ci": ev.CI_METHOD, "systems": systems, "rows": rows}))
+                           "ci": CI_METHOD, "systems": systems, "rows": rows}))
     else:
         render_table(file, len(items), rows, systems)

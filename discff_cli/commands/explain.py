@@ -16,10 +16,10 @@ from discff_cli.render.output import print_json, print_table
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Write the maps as a PNG sheet here (default: IMAGE's name + '.explain.png' in the "
                    "current folder).")
-@engine_options()
+@engine_options(model_default=None)
 @deltas_option
 @json_option
-def explain(image: str, caption: str, out: str | None, model: str, deltas: str | None, as_json: bool,
+def explain(image: str, caption: str, out: str | None, model: str | None, deltas: str | None, as_json: bool,
             **engine: object) -> None:
     """Map where in IMAGE the CAPTION lowers the U-Net's error (--score's map, summing to the number
     `discff score` prints with the same options) and which image regions each word attends to."""
@@ -35,8 +35,9 @@ def explain(image: str, caption: str, out: str | None, model: str, deltas: str |
     from discff_cli.engine.scorer import load_scorer
     from discff_cli.render.explanation import document, explain as explain_pair, figure, save_figure
 
-    source = click.get_current_context().get_parameter_source("model")
-    model = model_for_deltas(model, deltas, given=source is not click.core.ParameterSource.DEFAULT)
+    from discff_cli.engine.config import DEFAULT_MODEL
+
+    model = model_for_deltas(model, deltas, default=DEFAULT_MODEL)
     warn_if_demo_on_photos(model, [size])
     scorer = load_scorer(model, config, deltas)
     explanation, view = explain_pair(scorer, image, caption)

@@ -12,6 +12,7 @@ from discff_cli.engine.config import DEFAULT_MODEL
 from discff_cli.errors import DiscffError
 from discff_cli.options import check_device, json_option, ray_option
 from discff_cli.render.output import print_json, print_table, stderr_console
+from discff_cli.render.progress import progress_bar
 
 INDEX_TYPES = ("auto", "flat", "hnsw", "ivf_flat", "ivf_pq")
 SD_DEFAULT = DEFAULT_MODEL  # engine/config.py: SD 2.1-base as mirrored by sd2-community
@@ -131,8 +132,6 @@ def _store_latents(index_dir: str, device: str, console, quiet: bool) -> None:
     """Encode every indexed image with the index's reranking model (incremental, like the build)."""
     import time
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
     from discff_cli.engine.config import EngineConfig
     from discff_cli.engine.latent_store import update_latent_store
     from discff_cli.engine.scorer import load_scorer
@@ -145,10 +144,8 @@ def _store_latents(index_dir: str, device: str, console, quiet: bool) -> None:
     scorer = load_scorer(index.manifest["model"], EngineConfig(device=device))
     start = time.perf_counter()
     with library_errors(), writer_lock(Path(index_dir)), \
-            Progress(TextColumn("VAE latents"), BarColumn(), MofNCompleteColumn(), console=console,
-                     disable=quiet, transient=True) as bar:
-        task = bar.add_task("latents", total=len(paths))
-        counts = update_latent_store(index_dir, scorer, paths, lambda n: bar.advance(task, n))
+            progress_bar("VAE latents", len(paths), not quiet, remaining=False, console=console) as bar:
+        counts = update_latent_store(index_dir, scorer, paths, bar.advance)
     click.echo(f"latents: encoded {counts['encoded']}, reused {counts['reused']}, dropped {counts['dropped']} "
                f"in {time.perf_counter() - start:.1f}s", err=True)
 
@@ -175,44 +172,26 @@ def _fail_hook() -> int | None:
 
 
 class _Progress:
-    """A rich progress bar (images/s) on stderr, driven by the builder's events."""
+    """The build's bar on stderr (render/progress.py: images/s, elapsed, remaining), driven by its events."""
 
     def __init__(self, console, quiet: bool) -> None:
         self.console, self.quiet = console, quiet
 
     def __enter__(self):
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
-        from rich.text import Text
-
         from index.builder import BuildEvents
 
-        class Rate(ProgressColumn):
-            def render(self, task):  # noqa: ANN001, ANN201 - rich's signature
-                elapsed = task.elapsed or 0.0
-                return Text(f"{task.completed / elapsed:,.1f} images/s" if elapsed > 0 else "- images/s")
-
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(),
-                            TimeElapsedColumn(), TimeRemainingColumn(), console=self.console,
-                            disable=self.quiet, transient=False)
-        self.bar.__enter__()
-        self.task = None
-
-        def start(total: int) -> None:
-            self.task = self.bar.add_task("Embedding", total=total)
-
-        def batch(count: int) -> None:
-            if self.task is not None:
-                self.bar.advance(self.task, count)
+        self.context = progress_bar("Embedding", None, not self.quiet, rate="images", elapsed=True,
+                                    transient=False, console=self.console)
+        bar = self.context.__enter__()
 
         def stage(text: str) -> None:
             if not self.quiet and text != "Embedding":
                 self.console.print(f"[dim]{text}…[/dim]")
 
-        return BuildEvents(on_embed_start=start, on_batch=batch, on_stage=stage)
+        return BuildEvents(on_embed_start=bar.start, on_batch=bar.advance, on_stage=stage)
 
     def __exit__(self, *exc) -> None:
-        self.bar.__exit__(*exc)
+        self.context.__exit__(*exc)
 
 
 def _report(summary, index_dir: str, as_json: bool, console) -> None:

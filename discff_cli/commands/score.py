@@ -33,23 +33,25 @@ def check_image(path: str) -> tuple[int, int]:
 @click.command()
 @click.argument("image")
 @click.argument("captions_txt")
-@engine_options()
+@engine_options(model_default=None)
 @deltas_option
 @json_option
-def score(image: str, captions_txt: str, model: str, deltas: str | None, as_json: bool, **engine: object) -> None:
+def score(image: str, captions_txt: str, model: str | None, deltas: str | None, as_json: bool, **engine: object) -> None:
     """Rank the captions in CAPTIONS_TXT (one per line) for IMAGE, best first."""
     captions = read_captions(captions_txt)
     size = check_image(image)
     config = pop_engine_config(engine)
     from discff_cli.api import load_scorer
+    from discff_cli.render.progress import progress_bar
+    from discff_cli.engine.config import DEFAULT_MODEL
     from discff_cli.engine.deltas import model_for_deltas
 
-    source = click.get_current_context().get_parameter_source("model")
-    model = model_for_deltas(model, deltas, given=source is not click.core.ParameterSource.DEFAULT)
+    model = model_for_deltas(model, deltas, default=DEFAULT_MODEL)
 
     warn_if_demo_on_photos(model, [size])
     scorer = load_scorer(model, deltas, config)
-    ranking = scorer.rank([image] * len(captions), captions, progress=not as_json)
+    with progress_bar("scoring", enabled=not as_json, unit="U-Net items") as bar:
+        ranking = scorer.rank([image] * len(captions), captions, progress=bar.update)
     if ranking.unreadable:
         raise DiscffError(f"Cannot read image '{image}': {next(iter(ranking.unreadable.values()))}.")
     ranked = sorted(zip(captions, ranking.scores[config.score].tolist()), key=lambda pair: -pair[1])

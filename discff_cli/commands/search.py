@@ -12,9 +12,11 @@ from discff_cli.errors import DiscffError
 from discff_cli.options import (deltas_option, engine_options, fusion_options, json_option, pop_engine_config,
                                 ray_option)
 from discff_cli.api import open_index
-from discff_cli.search.pipeline import Fusion, RayOptions, query_documents, run_search
+from discff_cli.search.pipeline import Fusion, RayOptions, query_documents
+from discff_cli.search.request import CLI, search_request
 from discff_cli.search.query_file import read_queries
-from discff_cli.render.output import format_score, print_json, print_json_line, print_table, stderr_console
+from discff_cli.render.output import format_score, print_json, print_json_line, print_table
+from discff_cli.render.progress import progress_bar
 
 
 @click.command()
@@ -23,9 +25,9 @@ from discff_cli.render.output import format_score, print_json, print_json_line, 
               help="Run every query of this file (one per line, or JSON Lines {\"query\", \"top\", \"rerank\", "
                    "\"score\"}) with the models loaded once; --json prints one JSON document per line.")
 @index_option
-@click.option("--top", "top", type=click.IntRange(min=1), default=None,
+@click.option("--top", "top", type=int, default=None,
               help="Results to show (default 10, or N with --rerank N).")
-@click.option("--rerank", type=click.IntRange(min=0), default=None,
+@click.option("--rerank", type=int, default=None,
               help="Re-score the top N of the shortlist with Discffusion (0 = no reranking).")
 @fusion_options
 @click.option("--clip", default=None,
@@ -52,54 +54,42 @@ def search(query: str | None, queries_file: str | None, index_dir: str, top: int
 def run(query: str | None, queries_file: str | None, index_dir: str, top: int | None, rerank: int | None,
         fusion: Fusion, clip: str | None, model: str | None, deltas: str | None, ray_address: str | None,
         workers: int | None, as_json: bool, engine: dict) -> None:
-    """Check the arguments, search, print."""
-    if queries_file is not None:
-        if query is not None:
-            raise DiscffError("Give either a QUERY or --queries FILE, not both.")
-        queries = read_queries(queries_file)
-    elif query is None:
-        raise DiscffError("Give the text to search for, e.g. discff search \"a red cube\", or --queries FILE.")
+    """Check the arguments (the request's through `search_request`, as every front end does), search, print."""
+    if queries_file is not None and query is not None:
+        raise DiscffError("Give either a QUERY or --queries FILE, not both.")
     if ray_address is not None and queries_file is None:
         raise DiscffError("--ray spreads the reranking of many queries; use it with --queries FILE.")
     if workers is not None and ray_address is None:
         raise DiscffError("--workers is the number of Ray rerank actors; use it with --ray.")
-    if query is not None and not query.strip():
-        raise DiscffError("The query is empty; give the text to search for, e.g. discff search \"a red cube\".")
-    config = pop_engine_config(engine)
-    if deltas:
-        from discff_cli.engine.deltas import model_for_deltas
-
-        model = model_for_deltas(model, deltas, given=model is not None)
     if queries_file is not None:
-        ray = None if ray_address is None else RayOptions(ray_address, workers)
-        with library_errors():
-            searcher = open_index(index_dir, model, clip, deltas, fusion, config)
-            docs = query_documents(searcher, queries, top, rerank, progress=not as_json and ray is None, ray=ray)
-            for doc in counted(docs, len(queries), enabled=ray is not None and not as_json):
-                if as_json:
-                    print_json_line(doc)
-                else:
-                    render_results(doc["query"], doc["results"], doc)
-        return
+        requests = [line.over(search_request({"query": line.query, "top": top, "rerank": rerank}, spelling=CLI))
+                    for line in read_queries(queries_file)]  # a line's own fields over the command line's
+    elif query is None:
+        raise DiscffError("Give the text to search for, e.g. discff search \"a red cube\", or --queries FILE.")
+    else:
+        requests = [search_request({"query": query, "top": top, "rerank": rerank}, spelling=CLI)]
+    config = pop_engine_config(engine)
+    ray = None if ray_address is None else RayOptions(ray_address, workers)
     with library_errors():
-        results, provenance = run_search(query, index_dir, top, rerank, clip, model, deltas, config,
-                                         progress=not as_json, fusion=fusion)
-    if as_json:
-        print_json({"query": query, **provenance, "results": results})
-        return
-    render_results(query, results, provenance)
+        searcher = open_index(index_dir, model, clip, deltas, fusion, config)  # --deltas picks the model there
+        docs = query_documents(searcher, requests, progress=not as_json and ray is None, ray=ray)
+        if queries_file is None:
+            doc = next(docs)
+            print_json(doc) if as_json else render_results(doc["query"], doc["results"], doc)
+            return
+        for doc in counted(docs, len(requests), enabled=ray is not None and not as_json):
+            if as_json:
+                print_json_line(doc)
+            else:
+                render_results(doc["query"], doc["results"], doc)
 
 
 def counted(docs: Iterator[dict], total: int, enabled: bool) -> Iterator[dict]:
     """`docs`, with a bar on stderr counting finished queries (the Ray actors show none of their own)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(TextColumn("queries"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=stderr_console(), disable=not enabled, transient=True) as bar:
-        task = bar.add_task("queries", total=total)
+    with progress_bar("queries", total, enabled, elapsed=True, remaining=False) as bar:
         for doc in docs:
             yield doc
-            bar.advance(task)
+            bar.advance()
 
 
 def render_results(query: str, results: list[dict], provenance: dict) -> None:

@@ -125,38 +125,33 @@ def _check_out(out: str) -> None:
 
 
 class _Progress:
-    """A rich bar on stderr: steps over all epochs, last loss, last validation accuracy."""
+    """The tuning bar on stderr (render/progress.py): steps over all epochs, last loss, last validation accuracy."""
 
     def __init__(self, tuner: Any) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-            TimeRemainingColumn
-
-        from discff_cli.render.output import stderr_console
+        from discff_cli.render.progress import progress_bar
 
         per_epoch = len(tuner.epoch_batches(0))
-        done = tuner.state.epoch * per_epoch + tuner.state.step
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
-                            TimeElapsedColumn(), TimeRemainingColumn(), console=stderr_console())
-        self.task = self.bar.add_task("tuning", total=per_epoch * tuner.config.epochs, completed=done)
+        self.bar_context = progress_bar("tuning", per_epoch * tuner.config.epochs, unit="steps", elapsed=True,
+                                        transient=False, completed=tuner.state.epoch * per_epoch + tuner.state.step)
         self.loss, self.acc, self.epochs = "-", "-", tuner.config.epochs
         self.epoch = tuner.state.epoch + 1
 
     def __enter__(self) -> "_Progress":
-        self.bar.start()
+        self.bar = self.bar_context.__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.bar.stop()
+        self.bar_context.__exit__(*exc)
 
     def update(self, info: dict) -> None:
         phase = info["phase"]
         if phase == "step":
             self.loss, self.epoch = f"{info['loss']:.4f}", info["epoch"]
-            self.bar.advance(self.task)
+            self.bar.advance()
         elif phase == "epoch" and info.get("val_accuracy") is not None:
             self.acc = f"{100 * info['val_accuracy']:.1f}%"
         what = "validating" if phase == "validate" else "epoch"
-        self.bar.update(self.task, description=f"{what} {self.epoch}/{self.epochs}  loss {self.loss}  val acc {self.acc}")
+        self.bar.describe(f"{what} {self.epoch}/{self.epochs}  loss {self.loss}  val acc {self.acc}")
 
 
 def untrained_note(result: Any, out: str) -> str:

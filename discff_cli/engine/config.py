@@ -16,7 +16,7 @@ DEFAULT_SCORE = "discffusion"  # the authors' exact score (issue 28); the others
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """How Discffusion scores a pair (ARCHITECTURE.md, "The Discffusion score")."""
+    """How Discffusion scores a pair (docs/architecture.md, "The scores")."""
 
     steps: int = 10                      # DDIM grid size, from DDIMScheduler.set_timesteps
     levels: tuple[float, ...] = DEFAULT_LEVELS  # relative noise levels s in z_t = a z + b (s eps)

@@ -212,11 +212,19 @@ def deltas_base_model(path: str | Path) -> str | None:
     return base if isinstance(base, str) and base else None
 
 
-def model_for_deltas(model: str | None, deltas: str | None, given: bool) -> str | None:
-    """--deltas without --model means the model the deltas were tuned on (not the default one they would not fit)."""
-    if deltas and not given:
-        return deltas_base_model(deltas) or model
-    return model
+def model_for_deltas(model: str | None, deltas: str | Path | None, default: str | None = None) -> str | None:
+    """Which diffusion model a command loads: the one rule, for score, search, eval, explain, serve and the API.
+
+    `model` is --model (or DISCFF_MODEL) when the user gave one, else None. Given, it is loaded, and
+    deltas tuned on another model are then refused in one sentence as they load (`check_compatible`
+    compares weight fingerprints, so a hub id and a local copy of the same weights agree). Without
+    it, --deltas means the base model the deltas file records (not a default they would not fit);
+    without either, `default` (the command's default model, or for search and serve the index's)."""
+    if model:
+        return model
+    if deltas:
+        return deltas_base_model(deltas) or default
+    return default
 
 
 def check_compatible(meta: dict[str, Any], scorer: Any, path: str | Path) -> None:

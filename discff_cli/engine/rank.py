@@ -54,7 +54,7 @@ class Ranking:
 
 
 def rank_pairs(scorer: Any, images: Sequence[Any], texts: Sequence[str], families: tuple[str, ...], prune: bool,
-               keys: Sequence[str] | None = None, progress: bool = False) -> Ranking:
+               keys: Sequence[str] | None = None, progress: Any = None) -> Ranking:
     """Score pair i = (images[i], texts[i]) with every family, on the full grid or pruned."""
     from discff_cli.engine.scores import check_score
 
@@ -79,7 +79,7 @@ def rank_pairs(scorer: Any, images: Sequence[Any], texts: Sequence[str], familie
 
 
 def _full(scorer: Any, latents: torch.Tensor, text_states: torch.Tensor, token_mask: torch.Tensor,
-          families: tuple[str, ...], progress: bool) -> dict[str, np.ndarray]:
+          families: tuple[str, ...], progress: Any) -> dict[str, np.ndarray]:
     readings = scorer.read_conditions(latents, text_states, token_mask, None, families, progress)
     return {f: readings.score(f).mean(dim=1).double().numpy() for f in families}
 

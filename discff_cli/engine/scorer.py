@@ -1,6 +1,6 @@
 """Discffusion scoring: image latents + text embeddings -> one matching score per pair.
 
-The pipeline of ARCHITECTURE.md "The Discffusion score": deterministic VAE latents encoded once,
+The pipeline of docs/architecture.md "The scores": deterministic VAE latents encoded once,
 a seeded ε per timestep shared by every candidate, noisy latents over a DDIM grid × relative
 noise levels, cross-attention logits LSE-pooled inside the processor, averaged over heads,
 layers and conditions. Every pair is scored independently, so a pair's score does not depend
@@ -26,6 +26,11 @@ from discff_cli.engine.scores import Readings, needs
 from discff_cli.engine.models import SDParts, load_sd
 
 ImageInput = Any  # str | Path | PIL.Image.Image
+Progress = Callable[[int, int], None]  # progress(done, total) of the U-Net items; the caller draws it (render/progress.py)
+
+
+def _no_progress(done: int, total: int) -> None:
+    pass
 
 
 @dataclass(frozen=True)
@@ -178,7 +183,7 @@ class Scorer:
     # ----- scoring ------------------------------------------------------------------------
 
     def rank(self, images: Sequence[ImageInput], texts: Sequence[str], families: Sequence[str] | None = None,
-             prune: bool | None = None, keys: Sequence[str] | None = None, progress: bool = False):
+             prune: bool | None = None, keys: Sequence[str] | None = None, progress: Progress | None = None):
         """Score pair i = (images[i], texts[i]) with each family: the one pair-level entry point.
 
         Every command and the Python API come here (engine/rank.py): the full grid, or successive
@@ -191,13 +196,13 @@ class Scorer:
                           self.config.prune if prune is None else prune, keys, progress)
 
     def score_latents(self, latents: torch.Tensor, text_states: torch.Tensor, token_mask: torch.Tensor | None = None,
-                      conditions: Sequence[Condition] | None = None, progress: bool = False) -> torch.Tensor:
+                      conditions: Sequence[Condition] | None = None, progress: Progress | None = None) -> torch.Tensor:
         """Mean over conditions of the per-condition score: [N] (differentiable when grad is on)."""
         per_condition = self.score_conditions(latents, text_states, token_mask, conditions, progress)
         return per_condition.mean(dim=1)
 
     def score_conditions(self, latents: torch.Tensor, text_states: torch.Tensor, token_mask: torch.Tensor | None = None,
-                         conditions: Sequence[Condition] | None = None, progress: bool = False,
+                         conditions: Sequence[Condition] | None = None, progress: Progress | None = None,
                          family: str | None = None) -> torch.Tensor:
         """`family` (default `config.score`) of every pair under every condition: [N, len(conditions)], float32."""
         family = family or self.config.score
@@ -206,7 +211,7 @@ class Scorer:
 
     def read_conditions(self, latents: torch.Tensor, text_states: torch.Tensor, token_mask: torch.Tensor | None = None,
                         conditions: Sequence[Condition] | None = None, families: Sequence[str] = ("attention",),
-                        progress: bool = False) -> Readings:
+                        progress: Progress | None = None) -> Readings:
         """Every reading the score `families` need for every pair under every condition, from one set of passes."""
         conditions = list(conditions or self.conditions)
         n_pairs, n_cond = latents.shape[0], len(conditions)
@@ -219,7 +224,7 @@ class Scorer:
                                                ("empty_attention", flat.empty_attention))})
 
     def read_items(self, items: Sequence[tuple[int, Condition]], latents: torch.Tensor, text_states: torch.Tensor,
-                   token_mask: torch.Tensor | None, families: Sequence[str], progress: bool = False) -> Readings:
+                   token_mask: torch.Tensor | None, families: Sequence[str], progress: Progress | None = None) -> Readings:
         """Readings of arbitrary (pair index, condition) items, each [len(items), 1]: what pruning asks for."""
         self._ensure_installed()
         want = needs(list(families))
@@ -231,14 +236,16 @@ class Scorer:
         items = list(items)
         noise = {c.timestep: self.noise_for(c.timestep) for _, c in items}
         attention, error = [], []
-        advance = _progress_bar(len(items), progress)
+        done, report = 0, progress or _no_progress
+        report(done, len(items))
         self.sink.active = want.attention
         try:
             for chunk in self._chunks(items):
                 pooled, err = self._score_items(chunk, latents, text_states, token_mask, noise)
                 attention.append(pooled)
                 error.append(err)
-                advance(len(chunk))
+                done += len(chunk)
+                report(done, len(items))
         finally:
             self.sink.active = True
         empty = self.empty_readings(latents, items, want.empty_attention) if want.empty else (None, None)
@@ -389,27 +396,6 @@ def latent_key(latent: torch.Tensor) -> bytes:
 
     data = latent.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
     return hashlib.blake2b(data, digest_size=16).digest()
-
-
-def _progress_bar(total: int, enabled: bool) -> Callable[[int], None]:
-    """A rich progress bar on stderr when `enabled`, else a no-op."""
-    if not enabled:
-        return lambda n: None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from discff_cli.render.output import stderr_console
-
-    bar = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("U-Net items"),
-                   TimeRemainingColumn(), console=stderr_console(), transient=True)
-    task = bar.add_task("score", total=total)
-    bar.start()
-
-    def advance(n: int) -> None:
-        bar.advance(task, n)
-        if bar.tasks[0].finished:
-            bar.stop()
-
-    return advance
 
 
 def load_scorer(model: str, config: EngineConfig, deltas: str | Path | None = None) -> Scorer:

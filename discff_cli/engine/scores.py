@@ -37,7 +37,7 @@ The families (higher = better match), each a per-condition value averaged over t
   last cross-attention block of each of down, mid and up (`--layers ref`); our default keeps
   `--layers all`.
 
-Deviations shared by every family (ARCHITECTURE.md): the DDIM grid × relative noise levels, the
+Deviations shared by every family (docs/architecture.md, "The scores"): the DDIM grid × relative noise levels, the
 encoder mean (never `sample()`), ε_t seeded per timestep and shared by every candidate.
 """
 

@@ -20,11 +20,11 @@ from typing import Callable, Sequence
 import numpy as np
 
 from discff_cli.evaluation.items import IMAGE_TO_TEXTS, MATRIX, Item
+from discff_cli.evaluation.stats import p_value, wilson
+from discff_cli.render.progress import progress_bar
 
 PairScorer = Callable[[list, list], np.ndarray]
 ALL = "all"
-CI_METHOD = "Wilson score interval, 95%"
-Z95 = 1.959963984540054
 
 
 # ----------------------------------------------------------------------------- pairs
@@ -96,38 +96,13 @@ def chance(item: Item, metric: str) -> float:
     return 1.0 / 6.0 if n == 2 else float("nan")  # group score: 1/6 for 2x2 (Winoground paper)
 
 
-# ----------------------------------------------------------------------------- statistics
-
-
-def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval of a proportion: sensible at 0%, 100% and small n, unlike p +- 2 se."""
-    if n == 0:
-        return (float("nan"), float("nan"))
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-def mcnemar_exact(gained: int, lost: int) -> float:
-    """Two-sided exact McNemar p-value: under "no difference" each discordant item is a fair coin.
-
-    Two systems scored on the same items are paired, so this is far more sensitive than comparing
-    their two Wilson intervals (which assume independent samples)."""
-    n, k = gained + lost, min(gained, lost)
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
-    return min(1.0, 2 * tail)
-
 
 def paired_change(before: list[dict[str, bool]], after: list[dict[str, bool]], having: list[int],
                   metric: str) -> dict:
     """Items `after` gets right that `before` got wrong (gained), the reverse (lost), and McNemar's p."""
     gained = sum(after[i][metric] and not before[i][metric] for i in having)
     lost = sum(before[i][metric] and not after[i][metric] for i in having)
-    return {"gained": gained, "lost": lost, "p_value": float(f"{mcnemar_exact(gained, lost):.3g}")}  # 3 s.f.: tiny p stays > 0
+    return {"gained": gained, "lost": lost, "p_value": p_value(gained, lost)}
 
 
 METRIC_ORDER = ("accuracy", "R@5", "text", "image", "group")
@@ -189,11 +164,11 @@ def clip_pair_scores(clip, table: PairTable, progress: bool = False) -> np.ndarr
     image_row = {img: i for i, img in enumerate(images)}
     text_row = {txt: i for i, txt in enumerate(texts)}
     chunks = []
-    with ProgressBar("CLIP images", len(images), progress) as advance:
+    with progress_bar("CLIP images", len(images), progress) as bar:
         for start in range(0, len(images), 64):
             batch = images[start:start + 64]
             chunks.append(clip.embed_images([open_rgb(p) for p in batch]))
-            advance(len(batch))
+            bar.advance(len(batch))
     image_emb = np.concatenate(chunks)
     text_emb = clip.embed_texts(texts)
     rows = np.array([image_row[p] for p in table.images])
@@ -210,13 +185,14 @@ def diffusion_outcomes(scorer, items: Sequence[Item], table: PairTable, families
     a matrix item's outcomes compare every pair with every other, so it is scored on the full grid."""
     families = tuple(families)
     if not scorer.config.prune:
-        ranking = scorer.rank([str(p) for p in table.images], list(table.texts), families, prune=False,
-                              progress=progress)
+        with progress_bar("scoring", enabled=progress, unit="U-Net items") as bar:
+            ranking = scorer.rank([str(p) for p in table.images], list(table.texts), families, prune=False,
+                                  progress=bar.update)
         _check_readable(ranking, table.images)
         return {f: outcomes_for(items, table, ranking.scores[f]) for f in families}, ranking.stats()
     outcomes: dict[str, list[dict[str, bool]]] = {f: [] for f in families}
     totals: dict[str, int] = {}
-    with ProgressBar("items", len(items), progress) as advance:
+    with progress_bar("items", len(items), progress) as bar:
         for item in items:
             pairs = item.pairs()
             images = [str(img) for img, _ in pairs]
@@ -230,7 +206,7 @@ def diffusion_outcomes(scorer, items: Sequence[Item], table: PairTable, families
             for key, value in ranking.stats().items():
                 if isinstance(value, int):
                     totals[key] = totals.get(key, 0) + value
-            advance(1)
+            bar.advance()
     return outcomes, totals
 
 
@@ -243,31 +219,6 @@ def _check_readable(ranking, images: Sequence) -> None:
         raise DiscffError(f"Cannot read image '{images[position]}': {error}.")
 
 
-class ProgressBar:
-    """A rich progress bar on stderr (no-op when disabled), used as a context manager."""
-
-    def __init__(self, label: str, total: int, enabled: bool) -> None:
-        self.label, self.total, self.enabled = label, total, enabled
-        self.progress = None
-
-    def __enter__(self) -> Callable[[int], None]:
-        if not self.enabled or self.total == 0:
-            return lambda n: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        from discff_cli.render.output import stderr_console
-
-        self.progress = Progress(TextColumn(self.label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                                 console=stderr_console(), transient=True)
-        task = self.progress.add_task(self.label, total=self.total)
-        self.progress.start()
-        return lambda n: self.progress.advance(task, n)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-
-
 def item_kinds(items: Sequence[Item]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for item in items:
@@ -275,5 +226,5 @@ def item_kinds(items: Sequence[Item]) -> dict[str, int]:
     return counts
 
 
-__all__ = ["PairTable", "choice_rank", "matrix_outcomes", "item_outcomes", "wilson", "summarise", "outcomes_for",
-           "clip_pair_scores", "diffusion_outcomes", "CI_METHOD", "IMAGE_TO_TEXTS"]
+__all__ = ["PairTable", "choice_rank", "matrix_outcomes", "item_outcomes", "summarise", "outcomes_for",
+           "clip_pair_scores", "diffusion_outcomes", "IMAGE_TO_TEXTS"]

@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from discff_cli.evaluation.evaluate import mcnemar_exact, wilson
+from discff_cli.evaluation.stats import p_value, wilson
 from discff_cli.search.fusion import final_order
 
 CLIP = "clip"
@@ -83,11 +83,11 @@ def measure(searcher, queries: Sequence[GalleryQuery], truth: Callable[[str, str
 
     Shortlisted files that can no longer be read are left out of the shortlist (as search leaves them
     unreranked, with the same warning)."""
-    from discff_cli.search.pipeline import warn_unreadable
+    from discff_cli.search.pipeline import SearchRequest, warn_unreadable
 
     records = []
     for query in queries:
-        planned = searcher.shortlisted(query.text, depth, depth)
+        planned = searcher.shortlisted(SearchRequest(query.text, depth, depth))
         outcome = searcher.reranker().rerank(query.text, planned.head, tuple(families), prune=prune)
         warn_unreadable(outcome.unreadable)
         hits = [h for h in planned.head if h.row in outcome.scores]  # CLIP order, readable only
@@ -152,7 +152,7 @@ def summarise(results: dict[str, dict[str, SystemResult]]) -> list[dict]:
                 gained = sum(h and not c for h, c in zip(result.hits(1), clip_hits))
                 lost = sum(c and not h for h, c in zip(result.hits(1), clip_hits))
                 row["vs_clip_R@1"] = {"gained": gained, "lost": lost,
-                                      "p_value": float(f"{mcnemar_exact(gained, lost):.3g}")}
+                                      "p_value": p_value(gained, lost)}
             rows.append(row)
     return rows
 

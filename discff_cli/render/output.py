@@ -14,27 +14,34 @@ def stderr_console() -> Any:
     return Console(stderr=True)
 
 
-def print_json(document: Any) -> None:
-    """One JSON document on stdout, nothing else, so `| jq` always works.
-
-    NaN and infinities are not JSON: they are printed as null, with one warning on stderr.
-    """
+def to_json(document: Any, indent: int | None = None) -> tuple[str, int]:
+    """`document` as JSON text, and how many of its values were not finite numbers (NaN and infinities
+    are not JSON: they become null). The one serialisation of every document discff prints or serves
+    (`--json`, `--queries --json`, the service's answers, the Python API's `to_json`)."""
     replaced = [0]
     clean = _finite(document, replaced)
-    sys.stdout.write(json.dumps(clean, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
-    if replaced[0]:
-        sys.stderr.write(f"warning: {replaced[0]} value(s) were not finite numbers (NaN or infinity) and are "
-                         "printed as null\n")
+    return json.dumps(clean, indent=indent, ensure_ascii=False, allow_nan=False), replaced[0]
+
+
+def print_json(document: Any) -> None:
+    """One JSON document on stdout, nothing else, so `| jq` always works (non-finite numbers: null, and
+    one warning on stderr)."""
+    text, replaced = to_json(document, indent=2)
+    sys.stdout.write(text + "\n")
+    _warn_replaced(replaced)
 
 
 def print_json_line(document: Any) -> None:
     """One JSON document on one line (JSON Lines), flushed, so a consumer can stream many of them."""
-    replaced = [0]
-    clean = _finite(document, replaced)
-    sys.stdout.write(json.dumps(clean, ensure_ascii=False, allow_nan=False) + "\n")
+    text, replaced = to_json(document)
+    sys.stdout.write(text + "\n")
     sys.stdout.flush()
-    if replaced[0]:
-        sys.stderr.write(f"warning: {replaced[0]} value(s) were not finite numbers (NaN or infinity) and are "
+    _warn_replaced(replaced)
+
+
+def _warn_replaced(replaced: int) -> None:
+    if replaced:
+        sys.stderr.write(f"warning: {replaced} value(s) were not finite numbers (NaN or infinity) and are "
                          "printed as null\n")
 
 

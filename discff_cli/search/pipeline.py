@@ -13,53 +13,60 @@ import os
 import sys
 import time
 from pathlib import Path
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 from discff_cli.clip_resolve import load_clip_cli
 from discff_cli.errors import DiscffError
 from discff_cli.search.rerank import Fusion, Reranked, Reranker
+from discff_cli.search.request import SearchRequest, search_request
 
-__all__ = ["Fusion", "RayOptions", "Reranked", "Reranker", "SearchResult", "Searcher", "query_documents",
-           "run_search", "search_document", "warn_depth"]
+__all__ = ["Fusion", "RayOptions", "Reranked", "Reranker", "SearchRequest", "SearchResult", "Searcher",
+           "query_documents", "search_document", "search_request", "warn_depth"]
 
 
 @dataclass
 class SearchResult:
-    """One finished query: its JSON-ready rows and what it measured (timings, U-Net passes spent)."""
+    """One finished query: its JSON-ready rows, what it measured (timings, U-Net passes spent) and the
+    fusion that ordered its reranked head (None: CLIP order)."""
 
     rows: list[dict]
     stats: dict[str, Any]
+    fusion: Fusion | None = None
 
 
-def run_search(query: str, index_dir: str, top: int | None, rerank: int | None, clip_spec: str | None,
-               model: str | None, deltas: str | None, config, progress: bool = False,
-               fusion: Fusion = Fusion()) -> tuple[list[dict], dict]:
-    """Shortlist with the index's CLIP, then (optionally) rerank; returns JSON-ready rows and their provenance."""
-    searcher = Searcher(index_dir, clip_spec, model, deltas, config, fusion)
-    doc = search_document(searcher, query, top, rerank, progress)
-    return doc.pop("results"), {k: v for k, v in doc.items() if k != "query"}
+def search_document(searcher: "Searcher", request: SearchRequest, result: SearchResult,
+                    fingerprint: str | None = None) -> dict:
+    """The document `discff search --json` prints for one request: built here and nowhere else, so the
+    command line, `--queries` (local or on Ray), the service and the Python API answer alike.
+
+    What produced the results comes first (index, CLIP and, when reranking, the model, its fingerprint,
+    the deltas, this request's score family and fusion, the engine settings, the stats), then the rows.
+    `fingerprint` is the model's when it was loaded elsewhere (a Ray actor)."""
+    index = searcher.index
+    doc: dict[str, Any] = {"query": request.query, "index": str(index.store.path), "clip": index.clip_spec,
+                           "clip_fingerprint": index.manifest["clip"]["fingerprint"]}
+    if request.rerank:
+        score = request.score or searcher.config.score
+        fusion = result.fusion or request.fusion_over(searcher.fusion)
+        doc.update(model=searcher.model, model_fingerprint=fingerprint or searcher.scorer().parts.fingerprint,
+                   deltas=searcher.deltas, score=score, fusion={"method": fusion.method, "weight": fusion.weight},
+                   engine={**searcher.config.to_dict(), "score": score}, stats=result.stats)
+    return {**doc, "results": result.rows}
 
 
-def search_document(searcher: "Searcher", query: str, top: int | None, rerank: int | None, progress: bool = False,
-                    score: str | None = None) -> dict:
-    """The `discff search --json` document of one query, from a Searcher that may serve many queries."""
-    return searcher.document(query, searcher.search(query, top, rerank, progress, score), rerank, score)
-
-
-def query_documents(searcher: "Searcher", queries: Sequence, top: int | None, rerank: int | None,
-                    progress: bool = False, ray: "RayOptions | None" = None) -> Iterator[dict]:
-    """The document of every query of a `--queries` file (query_file.Query), in the file's order.
+def query_documents(searcher: "Searcher", requests: Sequence[SearchRequest], progress: bool = False,
+                    ray: "RayOptions | None" = None) -> Iterator[dict]:
+    """The document of every request (a `--queries` file's, each over the command line's options), in order.
 
     With `ray`, this process still shortlists every query (milliseconds each) and the rerank heads
     go to a pool of Ray actors (discff_cli/search/ray.py), each running the same `Reranker` as a
     local search; the documents are the ones a local run prints."""
-    jobs = [(q.text, q.top or top, rerank if q.rerank is None else q.rerank, q.score) for q in queries]
-    if ray is None or not any(n for _, _, n, _ in jobs):
-        for text, k, n, score in jobs:
-            yield search_document(searcher, text, k, n, progress, score)
+    if ray is None or not any(r.rerank for r in requests):
+        for request in requests:
+            yield searcher.run(request, progress)
         return
-    yield from _ray_documents(searcher, jobs, ray)
+    yield from _ray_documents(searcher, requests, ray)
 
 
 @dataclass(frozen=True)
@@ -70,17 +77,17 @@ class RayOptions:
     workers: int | None = None
 
 
-def _ray_documents(searcher: "Searcher", jobs: list[tuple], ray: RayOptions) -> Iterator[dict]:
+def _ray_documents(searcher: "Searcher", requests: Sequence[SearchRequest], ray: RayOptions) -> Iterator[dict]:
     from discff_cli.search.ray import RerankPool, RerankSpec
 
     spec = RerankSpec(searcher.rerank_model(), searcher.config, searcher.deltas, searcher.index_dir, searcher.fusion)
-    with RerankPool(spec, ray.address, ray.workers, jobs=sum(1 for job in jobs if job[2])) as pool:
-        planned = [searcher.shortlisted(text, k, n, score) for text, k, n, score in jobs]  # while actors load
+    with RerankPool(spec, ray.address, ray.workers, jobs=sum(1 for r in requests if r.rerank)) as pool:
+        planned = [searcher.shortlisted(r) for r in requests]  # while the actors load
         fingerprint = pool.ready()
-        outcomes = pool.rerank([(p.query, p.head, (p.family,)) for p in planned if p.rerank])
-        for p, (text, k, n, score) in zip(planned, jobs):
-            yield searcher.document(text, searcher.finish(p, next(outcomes) if p.rerank else None), n, score,
-                                    fingerprint)
+        outcomes = pool.rerank([(p.query, p.head, (p.family,), p.fusion) for p in planned if p.rerank])
+        for p, request in zip(planned, requests):
+            result = searcher.finish(p, next(outcomes) if p.rerank else None)
+            yield search_document(searcher, request, result, fingerprint)
 
 
 @dataclass
@@ -91,6 +98,7 @@ class Shortlisted:
     top: int       # rows to return
     rerank: int    # size of the head to rerank (0: none)
     family: str    # score family of this query
+    fusion: Fusion  # how its reranked head is ordered
     hits: list     # index.search.Hit, CLIP order
     shortlist_s: float
 
@@ -123,18 +131,19 @@ class Searcher:
 
     def __init__(self, index_dir: str, clip_spec: str | None, model: str | None, deltas: str | None, config,
                  fusion: Fusion = Fusion()) -> None:
+        from discff_cli.engine.deltas import model_for_deltas
         from index.search import SearchIndex
 
         self.index_dir, self.deltas, self.config, self.fusion = index_dir, deltas, config, fusion
         self.index = SearchIndex(index_dir)
         self.clip = load_clip_cli(clip_spec or self.index.clip_spec, config.device)
-        self.model = model or self.index.manifest.get("model")
+        self.model = model_for_deltas(model, deltas, default=self.index.manifest.get("model"))
         self._scorer = None
         self._reranker: Reranker | None = None
         self._row_by_rel: dict[str, int] | None = None
 
     def rerank_model(self) -> str:
-        """The diffusion model reranking uses (--model, else the index's)."""
+        """The diffusion model reranking uses (--model, else the one --deltas records, else the index's)."""
         if not self.model:
             raise DiscffError("The index records no model for reranking; pass --model.")
         return self.model
@@ -176,27 +185,42 @@ class Searcher:
 
         return search_text(self.index, self.clip, query, k)
 
-    def search(self, query: str, top: int | None, rerank: int | None, progress: bool = False,
-               score: str | None = None, fusion: Fusion | None = None) -> SearchResult:
-        """The top rows for `query`: CLIP order, or the fused order of the reranked head
-        (`score` and `fusion` override the configured score family and fusion for this query),
-        with what it measured."""
-        planned = self.shortlisted(query, top, rerank, score)
+    def request(self, query: "SearchRequest | str", top: int | None = None, rerank: int | None = None,
+                score: str | None = None, fusion: Fusion | None = None) -> SearchRequest:
+        """`query` as a SearchRequest; the Python API's keywords are checked by the one `search_request`."""
+        if isinstance(query, SearchRequest):
+            return query
+        values = {"query": query, "top": top, "rerank": rerank, "score": score}
+        if fusion is not None:
+            values.update(fusion=fusion.method, fusion_weight=fusion.weight)
+        return search_request(values)
+
+    def run(self, query: "SearchRequest | str", progress: bool = False, **options: Any) -> dict:
+        """Search and return the `discff search --json` document (`options`: top, rerank, score, fusion)."""
+        request = self.request(query, **options)
+        return search_document(self, request, self.search(request, progress=progress))
+
+    def search(self, query: "SearchRequest | str", top: int | None = None, rerank: int | None = None,
+               progress: bool = False, score: str | None = None, fusion: Fusion | None = None) -> SearchResult:
+        """The top rows for a request (or a query text with its options): CLIP order, or the fused order
+        of the reranked head, with what it measured."""
+        planned = self.shortlisted(self.request(query, top, rerank, score, fusion))
         outcome = None
         if planned.rerank:
             start = time.perf_counter()
-            outcome = self.reranker().rerank(query, planned.head, (planned.family,), progress, fusion=fusion)
+            outcome = self.reranker().rerank(planned.query, planned.head, (planned.family,), progress,
+                                             fusion=planned.fusion)
             outcome.stats["seconds"] = round(time.perf_counter() - start, 4)  # model load included (the service relies on it)
         return self.finish(planned, outcome)
 
-    def shortlisted(self, query: str, top: int | None, rerank: int | None, score: str | None = None) -> Shortlisted:
-        """The first stage for `query`: enough CLIP hits for both the rows and the rerank head."""
-        k = top or rerank or 10
+    def shortlisted(self, request: SearchRequest) -> Shortlisted:
+        """The first stage of `request`: enough CLIP hits for both the rows and the rerank head."""
+        rerank = request.rerank or 0
         warn_depth(rerank, len(self.index.rel_by_row))
         start = time.perf_counter()
-        hits = self.shortlist(query, max(k, rerank or 0))
-        return Shortlisted(query, k, rerank or 0, score or self.config.score, hits,
-                           round(time.perf_counter() - start, 4))
+        hits = self.shortlist(request.query, max(request.rows, rerank))
+        return Shortlisted(request.query, request.rows, rerank, request.score or self.config.score,
+                           request.fusion_over(self.fusion), hits, round(time.perf_counter() - start, 4))
 
     def finish(self, planned: Shortlisted, outcome: Reranked | None) -> SearchResult:
         """The result rows of a shortlist and its rerank (None: CLIP order), and their stats."""
@@ -215,28 +239,7 @@ class Searcher:
                  "fused_score": fused.get(hit.row), "id": hit.row,
                  "caption": stored.get(hit.row, {}).get("caption")}
                 for rank, hit in enumerate(shown, start=1)]
-        return SearchResult(rows, stats)
-
-    def document(self, query: str, result: SearchResult, rerank: int | None, score: str | None = None,
-                 fingerprint: str | None = None) -> dict:
-        """The --json document of one finished query (`fingerprint`: the model's, when it was loaded elsewhere)."""
-        doc = {"query": query, **self.provenance(rerank, fingerprint)}
-        if rerank:
-            if score:  # this query's own score family, everywhere the document names one
-                doc.update(score=score, engine={**doc["engine"], "score": score})
-            doc["stats"] = result.stats
-        return {**doc, "results": result.rows}
-
-    def provenance(self, rerank: int | None, fingerprint: str | None = None) -> dict[str, Any]:
-        """What produced the results, for --json: index, CLIP, and (when reranking) model, deltas, score, engine."""
-        doc: dict[str, Any] = {"index": str(self.index.store.path), "clip": self.index.clip_spec,
-                               "clip_fingerprint": self.index.manifest["clip"]["fingerprint"]}
-        if rerank:
-            doc.update(model=self.model, model_fingerprint=fingerprint or self.scorer().parts.fingerprint,
-                       deltas=self.deltas, score=self.config.score,
-                       fusion={"method": self.fusion.method, "weight": self.fusion.weight},
-                       engine=self.config.to_dict())
-        return doc
+        return SearchResult(rows, stats, outcome.fusion if outcome is not None else None)
 
 
 def _display(path: str) -> str:

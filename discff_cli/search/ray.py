@@ -52,9 +52,10 @@ class RerankActor:
         self.reranker = Reranker(load_scorer(spec.model, spec.config, spec.deltas), spec.index_dir, spec.fusion)
         return self.reranker.scorer.parts.fingerprint
 
-    def rerank(self, job: tuple[str, list, tuple[str, ...]]) -> Reranked:
-        query, head, families = job
-        return self.reranker.rerank(query, head, families)
+    def rerank(self, job: tuple[str, list, tuple[str, ...], Fusion | None]) -> Reranked:
+        """(query, head, families, fusion): the request's own fusion (None: the spec's), as a local search."""
+        query, head, families, fusion = job
+        return self.reranker.rerank(query, head, families, fusion=fusion)
 
 
 class RerankPool:
@@ -116,8 +117,8 @@ class RerankPool:
             fingerprints = ray.get([actor.load.remote() for actor in self.actors])
         return fingerprints[0]
 
-    def rerank(self, jobs: Sequence[tuple[str, list, tuple[str, ...]]]) -> Iterator[Reranked]:
-        """Each (query, head, families)'s Reranked, in the order of `jobs`, as soon as it and those before it are done."""
+    def rerank(self, jobs: Sequence[tuple[str, list, tuple[str, ...], Fusion | None]]) -> Iterator[Reranked]:
+        """Each (query, head, families, fusion)'s Reranked, in the order of `jobs`, as soon as it and those before it are done."""
         from ray.util import ActorPool
 
         results = ActorPool(self.actors).map(lambda actor, job: actor.rerank.remote(job), list(jobs))

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from discff_cli.render.progress import progress_bar
 from discff_cli.search.fusion import DEFAULT_FUSION, DEFAULT_WEIGHT, final_order, fuse
 
 
@@ -63,8 +64,9 @@ class Reranker:
         keys, missing = candidate_keys(head)
         present = [h for i, h in enumerate(head) if i not in missing]
         self._seed_store(present, [keys[i] for i in range(len(head)) if i not in missing])
-        ranking = self.scorer.rank([h.path for h in present], [query] * len(present), families,
-                                   prune=prune, keys=[k for k in keys if k is not None], progress=progress)
+        with progress_bar("scoring", enabled=progress, unit="U-Net items") as bar:
+            ranking = self.scorer.rank([h.path for h in present], [query] * len(present), families,
+                                       prune=prune, keys=[k for k in keys if k is not None], progress=bar.update)
         readable = [present[i] for i in ranking.readable]
         unreadable = [h for i, h in enumerate(head) if i in missing] + \
             [present[i] for i in sorted(ranking.unreadable)]

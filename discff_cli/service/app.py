@@ -12,7 +12,7 @@ import hmac
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -25,10 +25,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from discff_cli.errors import DiscffError
 from index.errors import IndexError_
 from index.containers import names_member
-from discff_cli.search.pipeline import Fusion
+from discff_cli.engine.config import SCORES
+from discff_cli.render.output import to_json
+from discff_cli.search.request import HTTP, Limits, SearchRequest, search_request
 from discff_cli.service.explain_job import ExplainQuery, run_explain
 from discff_cli.service.knn import KnnError, index_name, metadata_rows, parse_knn, run_knn
-from discff_cli.service.queries import SCORES, Query, run_query
+from discff_cli.service.queries import run_query
 from discff_cli.service.thumbs import ThumbCache
 from discff_cli.service.worker import FAST, SLOW, ModelWorker, QueueFull
 
@@ -116,7 +118,8 @@ def create_app(worker: ModelWorker, settings: ServeSettings) -> FastAPI:
             return error(503, f"The server is busy ({worker.max_queue} requests queued); retry in "
                               f"{exc.retry_after} s.", {"Retry-After": str(exc.retry_after)})
         try:
-            return JSONResponse(await asyncio.wait_for(asyncio.wrap_future(future), settings.timeout_s))
+            answer = await asyncio.wait_for(asyncio.wrap_future(future), settings.timeout_s)
+            return Response(to_json(answer)[0], media_type="application/json")  # as `--json` serialises it
         except asyncio.TimeoutError:
             hint = "ask for a smaller rerank depth" if what == "search" else "retry when the server is less busy"
             return error(504, f"The {what} took longer than the {settings.timeout_s:g} s limit; {hint}.")
@@ -198,70 +201,44 @@ def _threaded(run, searcher, threads: int | None, searcher_query):
         return run(searcher, searcher_query)
 
 
-def parse_query(params: dict[str, str], settings: ServeSettings) -> Query:
-    """Validate /search's parameters into a Query; raises BadRequest with one sentence."""
-    q = _text_param(params, settings, "/search?q=a+red+cube")
-    top = _int_param(params, "top", 1, settings.max_top)
-    rerank = _int_param(params, "rerank", 0, settings.max_rerank) or None  # 0 = no rerank
-    return Query(q, top, rerank, _score_param(params, SCORES), _fusion_param(params))
+# A /search URL's parameters, and the SearchRequest field each one fills (the page links use q and weight).
+PARAMS = {"q": "query", "top": "top", "rerank": "rerank", "score": "score", "fusion": "fusion",
+          "weight": "fusion_weight"}
+
+
+def parse_query(params: dict[str, str], settings: ServeSettings) -> SearchRequest:
+    """/search's parameters as a SearchRequest, checked by the one `search_request` the command line and
+    `--queries` use, under the service's limits; raises BadRequest with one sentence. An empty parameter
+    is an absent one, and rerank=0 is no rerank."""
+    values = {field: params[name] for name, field in PARAMS.items() if params.get(name)}
+    values.setdefault("query", params.get("q", ""))
+    try:
+        request = search_request(values, request_limits(settings), HTTP)
+    except DiscffError as exc:
+        raise BadRequest(str(exc)) from None
+    return request if request.rerank else replace(request, rerank=None)
+
+
+def request_limits(settings: ServeSettings) -> Limits:
+    return Limits(max_top=settings.max_top, max_rerank=settings.max_rerank, max_query_chars=settings.max_query_chars)
 
 
 def parse_explain(params: dict[str, str], settings: ServeSettings, count: int) -> ExplainQuery:
-    """Validate /explain's parameters: an index id, the query as /search takes it, a score with a map."""
+    """Validate /explain's parameters: an index id, the query and score as /search takes them, a score with a map."""
     from discff_cli.engine.explain import MAPPED
 
     raw = params.get("id", "")
     if not raw.isdigit() or int(raw) >= count:
         raise BadRequest(f"Give the index id of an image as id, a whole number from 0 to {count - 1}.")
-    q = _text_param(params, settings, "/explain?id=0&q=a+red+cube")
-    return ExplainQuery(int(raw), q, _score_param(params, [s for s in SCORES if s in MAPPED]))
-
-
-def _text_param(params: dict[str, str], settings: ServeSettings, example: str) -> str:
-    q = params.get("q", "")
-    if not q.strip():
-        raise BadRequest(f"Give the text to search for as q, e.g. {example}.")
-    if len(q) > settings.max_query_chars:
-        raise BadRequest(f"The query is {len(q)} characters long; the limit is {settings.max_query_chars}.")
-    return q
-
-
-def _score_param(params: dict[str, str], allowed) -> str | None:
-    score = params.get("score") or None
-    if score is not None and score not in allowed:
-        raise BadRequest(f"Unknown score '{score[:40]}'; choose one of {', '.join(allowed)}.")
-    return score
-
-
-def _fusion_param(params: dict[str, str]) -> Fusion | None:
-    """fusion (zsum, rrf, none) and weight (0..1); either alone takes the service's other half."""
-    from discff_cli.search.fusion import DEFAULT_FUSION, DEFAULT_WEIGHT, FUSIONS
-
-    method, raw = params.get("fusion") or None, params.get("weight") or None
-    if method is None and raw is None:
-        return None
-    if method is not None and method not in FUSIONS:
-        raise BadRequest(f"Unknown fusion '{method[:40]}'; choose one of {', '.join(FUSIONS)}.")
+    values = {"query": params.get("q", ""), **({"score": params["score"]} if params.get("score") else {})}
     try:
-        weight = DEFAULT_WEIGHT if raw is None else float(raw)
-    except ValueError:
-        raise BadRequest(f"weight must be a number from 0 to 1, not '{raw[:40]}'.") from None
-    if not 0.0 <= weight <= 1.0:  # NaN fails this too
-        raise BadRequest(f"weight must be a number from 0 to 1, not {raw[:40]}.")
-    return Fusion(method or DEFAULT_FUSION, weight)
-
-
-def _int_param(params: dict[str, str], name: str, low: int, high: int) -> int | None:
-    raw = params.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(f"{name} must be a whole number from {low} to {high}, not '{raw[:40]}'.") from None
-    if not low <= value <= high:
-        raise BadRequest(f"{name} must be from {low} to {high}, not {value}.")
-    return value
+        request = search_request(values, request_limits(settings), replace(HTTP, example="/explain?id=0&q=a+red+cube"))
+    except DiscffError as exc:
+        raise BadRequest(str(exc)) from None
+    if request.score is not None and request.score not in MAPPED:
+        raise BadRequest(f"score must be one of {', '.join(s for s in SCORES if s in MAPPED)}, not "
+                         f"{request.score!r}; the others have no map.")
+    return ExplainQuery(int(raw), request.query, request.score)
 
 
 def indexed_file(searcher, item_id: int) -> Path:

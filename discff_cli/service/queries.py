@@ -1,31 +1,19 @@
-"""One /search request as a job for the model worker: the pipeline's own rows, plus what a page needs.
+"""One /search request as a job for the model worker: `discff search --json`'s document, plus what a page needs.
 
-The rows are whatever `Searcher.search` returns, so the service answers exactly what
-`discff search --json` prints (each row carries its index `id`, for /images and /thumbs, and its
-`clip_rank`). The document adds the time of each stage and the U-Net passes the query cost.
+The document is the one `search_document` builds for the command line (same keys, same values), so
+the service answers exactly what `discff search --json` prints. On top of it the service adds the
+request's `top` and `rerank`, the U-Net passes the query cost, the time of each stage, and each
+row's `meta` (what the index holds about the file, for the page's hover).
 """
 
 from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Iterator
 
-from discff_cli.search.pipeline import Fusion, Searcher
-
-from discff_cli.engine.config import SCORES  # noqa: E402,F401 - re-exported for the app's validation
-
-
-@dataclass(frozen=True)
-class Query:
-    """A validated /search request (`fusion` None: the service's own)."""
-
-    q: str
-    top: int | None
-    rerank: int | None
-    score: str | None = None
-    fusion: Fusion | None = None
+from discff_cli.search.pipeline import Searcher, search_document
+from discff_cli.search.request import SearchRequest
 
 
 class TimedSearcher(Searcher):
@@ -43,7 +31,7 @@ class TimedSearcher(Searcher):
         return loaded
 
 
-def run_query(searcher: TimedSearcher, query: Query, received: float, threads: int | None = None) -> dict:
+def run_query(searcher: TimedSearcher, query: SearchRequest, received: float, threads: int | None = None) -> dict:
     """Run `query` on the worker's searcher with `threads` CPU threads (None: as they are).
 
     `received` is when the request arrived (perf_counter), so the queueing time is reported too.
@@ -51,17 +39,14 @@ def run_query(searcher: TimedSearcher, query: Query, received: float, threads: i
     started = time.perf_counter()
     searcher.load_seconds = 0.0
     with cpu_threads(threads):
-        result = searcher.search(query.q, query.top, query.rerank, score=query.score, fusion=query.fusion)
-    rows, stats, load = result.rows, result.stats, searcher.load_seconds
-    fusion = query.fusion or searcher.fusion
+        result = searcher.search(query)
+        doc = search_document(searcher, query, result)
+    stats, load = result.stats, searcher.load_seconds
     return {
-        "query": query.q,
-        "results": item_details(searcher, rows),
+        **doc,
+        "results": item_details(searcher, doc["results"]),
         "top": query.top,
         "rerank": query.rerank,
-        "score": (query.score or searcher.config.score) if query.rerank else None,
-        "fusion": {"method": fusion.method, "weight": fusion.weight} if query.rerank else None,
-        "model": searcher.model if query.rerank else None,
         "unet_passes": stats.get("unet_passes", 0),
         "timings_ms": {
             "queue": _ms(started - received),

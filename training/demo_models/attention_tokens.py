@@ -182,7 +182,7 @@ def scene_token_rows(record: dict, scene, layer_names: list[str]) -> list[dict]:
 
 def summarise(rows: list[dict], groups: list[str]) -> dict:
     """Per token class: means over token instances, hit rates with Wilson 95% intervals."""
-    from training.demo_models.check_generation import wilson
+    from discff_cli.evaluation.stats import wilson_rounded as wilson
 
     out = {}
     for cls in CLASSES:

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from discff_cli.evaluation.stats import wilson_rounded
+
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "discff_cli" / "assets" / "demo" / "diffusion"
 
 
@@ -36,16 +38,6 @@ def load_pipeline(model_dir: str | Path, device: str = "cpu"):
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device, torch.float32)
 
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson interval of a rate k/n."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return (round(c - h, 4), round(c + h, 4))
 
 
 def test_prompts(n: int, n_objects: int, seed: int = 0) -> list[tuple]:
@@ -79,7 +71,7 @@ def judge(images: list, scenes: list) -> dict:
     for key in ("ok", "colour_ok", "shape_ok", "relation_ok"):
         k = sum(v[key] for v in verdicts)
         out[key] = round(k / max(1, len(verdicts)), 4)
-        out[key + "_ci95"] = wilson(k, len(verdicts))
+        out[key + "_ci95"] = wilson_rounded(k, len(verdicts))
     return out
 
 
@@ -135,10 +127,10 @@ def denoising_sanity(pipe, n: int = 200, n_timesteps: int = 20, seed: int = 0, b
             margins.setdefault(tag, []).append(float(loss - losses[0]))
     out = {"n_images": n, "timesteps": ts.tolist(), "per_tag": {}}
     for tag, w in wins.items():
-        out["per_tag"][tag] = {"n": len(w), "true_lower": round(float(np.mean(w)), 4), "ci95": wilson(sum(w), len(w)),
+        out["per_tag"][tag] = {"n": len(w), "true_lower": round(float(np.mean(w)), 4), "ci95": wilson_rounded(sum(w), len(w)),
                                "mean_loss_gap": round(float(np.mean(margins[tag])), 5)}
     every = [x for w in wins.values() for x in w]
-    out["all"] = {"n": len(every), "true_lower": round(float(np.mean(every)), 4), "ci95": wilson(sum(every), len(every))}
+    out["all"] = {"n": len(every), "true_lower": round(float(np.mean(every)), 4), "ci95": wilson_rounded(sum(every), len(every))}
     return out
 
 

@@ -1,4 +1,4 @@
-"""The few-shot tuning loop of `discff tune` (paper §4.5, ARCHITECTURE.md "Tuning").
+"""The few-shot tuning loop of `discff tune` (paper §4.5, docs/architecture.md "Tuning").
 
 Only the prompt deltas p^k, p^v are trained (margin triplet loss, AdamW, grad-norm clip); every
 step draws one random timestep and noise level; a held-out split of lines is scored each epoch

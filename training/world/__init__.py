@@ -6,7 +6,7 @@ scene, it can (a) write true captions and compositional hard negatives (swapped 
 swapped shapes, reversed relations, replaced attributes) and (b) judge any image -- including
 images a model generates -- with pixel rules (`check_image`).
 
-Contract (notes/world_api.md): Obj, Scene, sample_scene, render, captions, caption,
+Contract (docs/world_api.md): Obj, Scene, sample_scene, render, captions, caption,
 hard_negatives, make_split, check_image. CLI:
 
     python -m training.world export-eval DIR [--n-per-tag 200]

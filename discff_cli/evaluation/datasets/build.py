@@ -9,7 +9,8 @@ import os
 from pathlib import Path
 from typing import Callable, Sequence
 
-from discff_cli.evaluation.datasets.common import Draft, missing_report, progress_bar, write_atomic
+from discff_cli.evaluation.datasets.common import Draft, missing_report, write_atomic
+from discff_cli.render.progress import progress_bar
 from discff_cli.errors import DiscffError
 from discff_cli.evaluation.items import IMAGE_TO_TEXTS, MATRIX, Item
 
@@ -43,7 +44,7 @@ def build_items(drafts: Sequence[Draft], cache: Path, where: str, progress: bool
     made: dict = {}
     failed: dict[str, str] = {}
     items, kept = [], []
-    with progress_bar("preparing images", len(drafts), progress) as tick:
+    with progress_bar("preparing images", len(drafts), progress, minimum=200) as tick:  # ARO: tens of thousands
         for draft in drafts:
             paths = [_usable(s, cache, made, failed) for s in draft.images]
             tick()

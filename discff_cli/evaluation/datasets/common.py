@@ -202,27 +202,3 @@ def missing_report(failed: dict[str, str], dropped: int, where: str) -> str:
     images = "1 image" if len(names) == 1 else f"{len(names)} images"
     skipped = "1 item that needs them is" if dropped == 1 else f"{dropped} items that need them are"
     return f"{images} under {where} cannot be used: {shown}{more}; {skipped} skipped."
-
-
-def progress_bar(label: str, total: int, enabled: bool):
-    """A transient rich bar on stderr for long conversions (ARO: tens of thousands of crops)."""
-    from contextlib import nullcontext
-
-    if not enabled or total < 200:
-        return nullcontext(lambda: None)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from discff_cli.render.output import stderr_console
-
-    class _Bar:
-        def __enter__(self):
-            self.bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                                console=stderr_console(), transient=True)
-            task = self.bar.add_task(label, total=total)
-            self.bar.start()
-            return lambda: self.bar.advance(task)
-
-        def __exit__(self, *exc: object) -> None:
-            self.bar.stop()
-
-    return _Bar()
