@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from discff_cli.evaluation.evaluate import gallery as ge
+    from discff_cli.evaluation import gallery as ge
     from discff_cli.cli import app
     from discff_cli.commands.demo import write_gallery
     from discff_cli.engine.config import SCORES, EngineConfig

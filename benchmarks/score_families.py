@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def gallery(args: argparse.Namespace, config: Any) -> dict:
     """Full-grid and pruned reranks of the same gallery queries, every family."""
-    from discff_cli.evaluation.evaluate import gallery as ge
+    from discff_cli.evaluation import gallery as ge
     from discff_cli.cli import app
     from discff_cli.commands.demo import write_gallery
     from discff_cli.engine.config import SCORES
@@ -92,7 +92,7 @@ def evaluation(args: argparse.Namespace, config: Any) -> dict:
     """`discff eval` figures of every family, full grid and pruned, on a fresh export of the test split."""
     from dataclasses import replace
 
-    from discff_cli.evaluation.evaluate import evaluate as ev
+    from discff_cli.evaluation import evaluate as ev
     from discff_cli.engine.config import SCORES
     from discff_cli.engine.scorer import load_scorer
     from discff_cli.evaluation.items import first_per_tag, load_items

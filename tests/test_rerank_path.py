@@ -76,7 +76,7 @@ def test_tune_refuses_prune_in_one_sentence(tmp_path):
 
 def test_the_gallery_measurement_is_search_s_own_rerank(index_dir):
     """gallery_eval (what `discff demo` prints) must order a query exactly as `discff search` does."""
-    from discff_cli.evaluation.evaluate import gallery as ge
+    from discff_cli.evaluation import gallery as ge
     from discff_cli.api import open_index
     doc = _json("search", QUERY, "--index", index_dir, "--rerank", "6", "--top", "6", *ENGINE, "--prune")
     family = doc["score"]

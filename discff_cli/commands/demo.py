@@ -77,7 +77,7 @@ def demo(directory: str, images: int, queries: int, rerank: int, fusion: str, fu
 
 def run_demo(root: Path, images: int, per_kind: int, rerank: int, fusion: str, weight: float, model: str, config,
              progress: bool) -> dict:
-    from discff_cli.evaluation.evaluate import gallery as ge
+    from discff_cli.evaluation import gallery as ge
     from discff_cli.cli import app
     from discff_cli.evaluation.evaluate import ProgressBar
     from discff_cli.search.pipeline import Fusion, Searcher

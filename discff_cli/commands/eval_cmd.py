@@ -27,7 +27,7 @@ def system_label(system: str) -> str:
 
 
 def run_clip(spec: str, device: str, table, items, progress: bool) -> tuple[list, dict]:
-    from discff_cli.evaluation.evaluate import evaluate as ev
+    from discff_cli.evaluation import evaluate as ev
 
     clip = load_clip_cli(spec, device)
     start = time.perf_counter()
@@ -65,7 +65,7 @@ def _score_families(scorer, model: str, config, scores: tuple[str, ...], deltas:
     A weights-only deltas file changes no U-Net output, but its column is still read through that
     path (the empty-prompt readings are cached; the conditional passes run again), so `--prune` and
     the pass count mean the same in every column."""
-    from discff_cli.evaluation.evaluate import evaluate as ev
+    from discff_cli.evaluation import evaluate as ev
 
     start = time.perf_counter()
     per_family, cost = ev.diffusion_outcomes(scorer, items, table, scores, progress=progress)
@@ -160,7 +160,7 @@ def eval_(file: str, clip_spec: str, no_clip: bool, no_diffusion: bool, max_per_
     benchmarks"). --model defaults to 'demo' with --clip demo, else to Stable
     Diffusion 2.1-base.
     """
-    from discff_cli.evaluation.evaluate import evaluate as ev
+    from discff_cli.evaluation import evaluate as ev
     from discff_cli.evaluation.items import load_items
 
     if no_clip and no_diffusion:
