@@ -8,6 +8,13 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch a network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One intra-op thread for torch and FAISS (OpenMP) in the whole suite, and in what it spawns: the
+# test models are tiny, and on a busy 2-core CI box two threads spin-wait on each other. Measured
+# on test_explain.py + test_demo_clip_retrieval.py: 164 s with two threads, 38 s with one (the
+# one_thread fixture of conftest_tune and faiss_single_thread of conftest_index did this per test).
+# Set before torch or faiss is imported, so both read it; an OMP_NUM_THREADS already set is kept.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
 
 
 @pytest.fixture(scope="session")
