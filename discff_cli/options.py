@@ -97,7 +97,8 @@ def engine_options(model_default: str | None = DEFAULT_MODEL,
     """
     grid = {"steps": 10, "levels": ",".join(str(s) for s in DEFAULT_LEVELS), **(grid_defaults or {})}
     model_help = ("Diffusion model, SD 1.x/2.x, SDXL or SD3/SD3.5 in diffusers format: hub id, local directory, or "
-                  "'demo' (the default is SD 2.1-base as mirrored by sd2-community)")
+                  f"'demo' (default: the model a --deltas file records, else {DEFAULT_MODEL}, SD 2.1-base as "
+                  "mirrored by sd2-community)")
     options = [
         click.option("--model", envvar="DISCFF_MODEL", default=model_default, show_default=model_default is not None,
                      help=model_help + " [env DISCFF_MODEL]"),
