@@ -110,3 +110,21 @@ def test_resume_without_a_checkpoint_says_so(tiny_sd_dir, colour_pairs, tmp_path
     result = invoke(["tune", str(colour_pairs), "--model", str(tiny_sd_dir), "--out", str(tmp_path / "x.safetensors"),
                      "--resume", *FAST_CLI])
     assert_one_sentence_error(result, "Nothing to resume")
+
+
+def test_deltas_on_and_hard_negatives_change_what_tune_trains(tiny_sd_dir, colour_pairs, tmp_path):
+    """--deltas-on qkvo writes query and output deltas beside key and value; --hard-negatives adds a
+    line's first stated negatives to the ones drawn (each line here states 2)."""
+    from safetensors import safe_open
+
+    out = tmp_path / "qkvo.safetensors"
+    args = ["tune", str(colour_pairs), "--model", str(tiny_sd_dir), "--epochs", "1", "--batch-size", "4",
+            "--val-fraction", "0", "--negatives-per-line", "1", "--out", str(out), "--json", *FAST_CLI]
+    drawn_only = json.loads(invoke(args + ["--hard-negatives", "0", "--deltas-on", "qkvo"]).stdout)
+    with safe_open(str(out), framework="pt") as handle:
+        slots = {key.split(".")[0] for key in handle.keys() if key.startswith("delta_")}
+    assert slots == {"delta_q", "delta_k", "delta_v", "delta_o"}
+    hard_first = json.loads(invoke(args + ["--hard-negatives", "1"]).stdout)
+    with safe_open(str(out), framework="pt") as handle:
+        assert {key.split(".")[0] for key in handle.keys() if key.startswith("delta_")} == {"delta_k", "delta_v"}
+    assert drawn_only["train_triplets"] == 8 and hard_first["train_triplets"] == 16
